@@ -1,0 +1,174 @@
+"""Typed schema of every config group, registered in Hydra's ConfigStore.
+
+Each YAML option of a group lists its base (``defaults: [base_<group>]``), so Hydra rejects
+unknown keys and wrong types while composing. The free-form blocks (``algo.training``,
+``algo.env_runners``, ``env.params``) are checked when the RLlib config and the env are built,
+still before Ray starts (see :mod:`recsys_exp.config.validate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class EnvConfig:
+    """A RecSim environment (``recsys_exp.envs.make_vector_env`` keywords)."""
+
+    name: str = MISSING  # interest_evolution | long_term_satisfaction | interest_exploration
+    num_candidates: int = 10  # N candidates per step
+    slate_size: int = 2  # K slots per slate
+    resample_documents: bool = True  # fresh candidates every step
+    max_episode_steps: Optional[int] = None  # truncation; null = the env ends by itself
+    params: Dict[str, Any] = field(default_factory=dict)  # model constants, e.g. sensitivity
+
+
+@dataclass
+class AlgoConfig:
+    """An RLlib algorithm and how the slate env is presented to it."""
+
+    name: str = MISSING  # ppo | dqn
+    flatten_actions: bool = False  # slate MultiDiscrete([N]*K) -> Discrete(N**K)
+    flatten_observations: bool = True  # Dict observation -> one float vector
+    training: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.training(**)
+    env_runners: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.env_runners(**)
+
+
+@dataclass
+class ExplorationConfig:
+    """How the behaviour policy explores while training (greedy at evaluation)."""
+
+    type: str = "none"  # none (the policy's own sampling) | epsilon_greedy
+    initial_epsilon: float = 1.0
+    final_epsilon: float = 0.05
+    epsilon_timesteps: int = 10000  # env steps of the linear decay
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes of the RLModule (RLlib ``DefaultModelConfig``)."""
+
+    hidden_sizes: List[int] = field(default_factory=lambda: [256, 256])
+    activation: str = "relu"  # relu | tanh | swish | elu | linear
+
+
+@dataclass
+class TuneConfig:
+    """Ray Tune settings; ``none`` runs one trial."""
+
+    name: str = "none"
+    metric: str = "env_runners/episode_return_mean"
+    mode: str = "max"
+    num_samples: int = 1
+    max_concurrent_trials: Optional[int] = None
+    search_space: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OfflineConfig:
+    """Logged-data settings (offline RL); ``none`` = online training."""
+
+    name: str = "none"
+    path: Optional[str] = None
+
+
+@dataclass
+class ServeConfig:
+    """Ray Serve deployment settings; ``none`` = no serving."""
+
+    name: str = "none"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases tracking (offline by default: no network needed)."""
+
+    name: str = "wandb"
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "recsys_exp"
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    run_name: Optional[str] = None
+
+
+@dataclass
+class StopConfig:
+    """When training stops (whichever comes first)."""
+
+    timesteps: Optional[int] = 100_000  # env steps sampled
+    iterations: Optional[int] = None  # training iterations
+
+
+@dataclass
+class EvalConfig:
+    """Greedy evaluation in the simulator after training and in ``mode=evaluate``."""
+
+    episodes: int = 100
+    num_envs: int = 100  # users evaluated in parallel (one episode each per round)
+
+
+@dataclass
+class CheckpointConfig:
+    """Periodic checkpoints (a final one is always written)."""
+
+    frequency: int = 5  # every N training iterations; 0 = only at the end
+    num_to_keep: Optional[int] = 3
+
+
+@dataclass
+class RayConfig:
+    """Where to run: a fresh local Ray (address null) or an existing cluster."""
+
+    address: Optional[str] = None  # null | auto | ray://host:port | host:port
+    num_cpus: Optional[int] = 2  # for a local Ray; ignored when joining a cluster
+    object_store_memory_mb: int = 200
+
+
+@dataclass
+class Config:
+    """The whole experiment."""
+
+    env: EnvConfig = MISSING
+    algo: AlgoConfig = MISSING
+    exploration: ExplorationConfig = MISSING
+    model: ModelConfig = MISSING
+    tune: TuneConfig = MISSING
+    offline: OfflineConfig = MISSING
+    serve: ServeConfig = MISSING
+    logger: LoggerConfig = MISSING
+    seed: int = 0
+    mode: str = "train"  # train | evaluate
+    restore: Optional[str] = None  # a run dir or checkpoint dir to start from
+    resume: bool = False  # continue the interrupted run in hydra.run.dir
+    stop: StopConfig = field(default_factory=StopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    progress: bool = True  # print one progress line per iteration
+    choices: Dict[str, str] = field(default_factory=dict)  # chosen group options (filled at run time)
+
+
+GROUPS: dict[str, type] = {
+    "env": EnvConfig,
+    "algo": AlgoConfig,
+    "exploration": ExplorationConfig,
+    "model": ModelConfig,
+    "tune": TuneConfig,
+    "offline": OfflineConfig,
+    "serve": ServeConfig,
+    "logger": LoggerConfig,
+}
+
+
+def register_configs() -> None:
+    """Store ``base_config`` and one ``base_<group>`` per group in Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, node in GROUPS.items():
+        cs.store(group=group, name=f"base_{group}", node=node)

@@ -1,0 +1,137 @@
+"""Turn a composed Hydra config into one validated plain dict, or stop with one clear line.
+
+Three layers, all before Ray starts:
+1. Hydra + the ConfigStore schema reject unknown keys and wrong types in YAML and overrides.
+2. :func:`check_schema` re-merges onto the schema, so ``+key=value`` cannot add an unknown key.
+3. :func:`check_semantics` checks ranges and combinations (e.g. DQN on an unflattened slate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from recsys_exp.algorithms.registry import ALGORITHMS
+from recsys_exp.config.schema import Config
+
+MODES = ("train", "evaluate")
+LOGGER_MODES = ("offline", "online", "disabled")
+ACTIVATIONS = ("relu", "tanh", "swish", "silu", "elu", "linear")
+EXPLORATIONS = ("none", "epsilon_greedy")
+MAX_FLAT_ACTIONS = 100_000
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the key and what is allowed."""
+
+
+def check_schema(config: dict[str, Any] | DictConfig) -> dict[str, Any]:
+    """Strictly re-merge ``config`` onto the schema; return a resolved plain dict."""
+    try:
+        plain = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+        merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
+        return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "config"
+        reason = str(e).splitlines()[0]
+        if "not in" in reason:
+            reason = f"unknown key ({reason})"
+        raise ConfigError(f"{key}: {reason}") from None
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {allowed}")
+
+
+def _positive(c: dict, path: str, allow_none: bool = False) -> None:
+    value = _get(c, path)
+    if value is None and allow_none:
+        return
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, path, value,
+             "must be a positive integer" + (" or null" if allow_none else ""))
+
+
+def _get(c: dict, path: str) -> Any:
+    for part in path.split("."):
+        c = c[part]
+    return c
+
+
+def check_env(env: dict[str, Any], seed: int) -> None:
+    """Validate the env group by resolving it exactly as the env constructor will."""
+    from recsys_exp.envs.registry import resolve_settings
+
+    try:
+        resolve_settings(env["name"], num_candidates=env["num_candidates"], slate_size=env["slate_size"],
+                         resample_documents=env["resample_documents"], seed=seed,
+                         max_episode_steps=env["max_episode_steps"], **env["params"])
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"env: {e}") from None
+
+
+def check_semantics(c: dict[str, Any]) -> None:
+    """Ranges and combinations the types cannot express."""
+    _require(c["mode"] in MODES, "mode", c["mode"], f"allowed: {', '.join(MODES)}")
+    _require(c["seed"] >= 0, "seed", c["seed"], "must be >= 0")
+    check_env(c["env"], c["seed"])
+
+    algo = c["algo"]
+    _require(algo["name"] in ALGORITHMS, "algo.name", algo["name"], f"allowed: {', '.join(ALGORITHMS)}")
+    info = ALGORITHMS[algo["name"]]
+    n, k = c["env"]["num_candidates"], c["env"]["slate_size"]
+    if info.discrete_actions_only and not algo["flatten_actions"]:
+        raise ConfigError(f"algo.flatten_actions=False: {algo['name']} needs a Discrete action space but the "
+                          f"slate env has MultiDiscrete([{n}]*{k}); set algo.flatten_actions=true")
+    if algo["flatten_actions"]:
+        _require(n ** k <= MAX_FLAT_ACTIONS, "algo.flatten_actions", True,
+                 f"N**K = {n}**{k} = {n ** k} flat actions exceeds {MAX_FLAT_ACTIONS}; use a slate algorithm")
+    _require(algo["flatten_observations"], "algo.flatten_observations", False,
+             f"{algo['name']} uses RLlib's default MLP modules, which need flattened observations")
+    for key in ("num_learners",):
+        _require(key not in algo["training"], f"algo.training.{key}", algo["training"].get(key),
+                 "set learners through the runner, not algo.training")
+
+    ex = c["exploration"]
+    _require(ex["type"] in EXPLORATIONS, "exploration.type", ex["type"], f"allowed: {', '.join(EXPLORATIONS)}")
+    _require(ex["type"] in info.explorations, "exploration.type", ex["type"],
+             f"{algo['name']} supports: {', '.join(info.explorations)}")
+    for key in ("initial_epsilon", "final_epsilon"):
+        _require(0.0 <= ex[key] <= 1.0, f"exploration.{key}", ex[key], "must be in [0, 1]")
+    _positive(c, "exploration.epsilon_timesteps")
+
+    model = c["model"]
+    _require(len(model["hidden_sizes"]) > 0 and all(h > 0 for h in model["hidden_sizes"]),
+             "model.hidden_sizes", model["hidden_sizes"], "must be a non-empty list of positive integers")
+    _require(model["activation"] in ACTIVATIONS, "model.activation", model["activation"],
+             f"allowed: {', '.join(ACTIVATIONS)}")
+
+    tune = c["tune"]
+    _require(tune["mode"] in ("max", "min"), "tune.mode", tune["mode"], "allowed: max, min")
+    _positive(c, "tune.num_samples")
+    _positive(c, "tune.max_concurrent_trials", allow_none=True)
+    _require(tune["name"] == "none" and not tune["search_space"], "tune.search_space", tune["search_space"],
+             "search spaces are not supported yet (tune=none only)")
+    _require(c["offline"]["name"] == "none", "offline.name", c["offline"]["name"], "allowed: none")
+    _require(c["serve"]["name"] == "none", "serve.name", c["serve"]["name"], "allowed: none")
+    _require(c["logger"]["mode"] in LOGGER_MODES, "logger.mode", c["logger"]["mode"],
+             f"allowed: {', '.join(LOGGER_MODES)}")
+
+    stop = c["stop"]
+    _require(stop["timesteps"] is not None or stop["iterations"] is not None, "stop", stop,
+             "set stop.timesteps or stop.iterations")
+    _positive(c, "stop.timesteps", allow_none=True)
+    _positive(c, "stop.iterations", allow_none=True)
+    _positive(c, "eval.episodes")
+    _positive(c, "eval.num_envs")
+    _require(c["checkpoint"]["frequency"] >= 0, "checkpoint.frequency", c["checkpoint"]["frequency"], "must be >= 0")
+    _positive(c, "checkpoint.num_to_keep", allow_none=True)
+    _positive(c, "ray.num_cpus", allow_none=True)
+    _positive(c, "ray.object_store_memory_mb")
+
+    if c["mode"] == "evaluate":
+        _require(c["restore"] is not None, "restore", None, "mode=evaluate needs restore=<run dir or checkpoint dir>")
+    _require(not (c["resume"] and c["restore"]), "resume", True,
+             "resume=true continues hydra.run.dir; do not combine it with restore")

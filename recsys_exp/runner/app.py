@@ -1,0 +1,109 @@
+"""What one Hydra job does: resolve the config, record the run, then train or evaluate.
+
+The run record (run.json) always ends with a status: completed, failed or interrupted; a run
+killed with SIGKILL stays ``running`` until ``resume=true`` completes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from recsys_exp.config.schema import GROUPS
+from recsys_exp.config.validate import ConfigError
+from recsys_exp.runner.run_dir import (
+    CONFIG_FILE,
+    RUN_FILE,
+    atomic_write_json,
+    eval_seed,
+    finish_run_record,
+    locate_checkpoint,
+    new_run_record,
+    write_config,
+)
+
+log = logging.getLogger("recsys_exp")
+
+
+def _hydra_context() -> tuple[Path, list[str], dict[str, str], bool]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    choices = {k: v for k, v in hc.runtime.choices.items() if k in GROUPS or k == "experiment"}
+    return (Path(hc.runtime.output_dir), list(hc.overrides.task), choices, hc.mode == RunMode.MULTIRUN)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Entry point of a job; returns the final greedy evaluation return (the sweep objective)."""
+    from recsys_exp.config.compose import resolve_run_config
+
+    run_dir, overrides, choices, multirun = _hydra_context()
+    try:
+        c = resolve_run_config(cfg, overrides, choices, run_dir)
+    except ConfigError as e:
+        if multirun:  # let Hydra report it and go on with the other jobs
+            raise
+        print(f"recsys_exp: config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return execute(c, run_dir, overrides)
+
+
+def execute(c: dict[str, Any], run_dir: Path, overrides: list[str]) -> float | None:
+    """Run a validated config in ``run_dir``; always leaves run.json with a final status."""
+    import json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_path = run_dir / RUN_FILE
+    if c["resume"] and record_path.exists():
+        record = json.loads(record_path.read_text())
+        record.setdefault("resumed", []).append({"overrides": overrides, "previous_status": record.get("status")})
+        record["status"] = "running"
+    else:
+        record = new_run_record(c, overrides)
+        write_config(run_dir / CONFIG_FILE, c)
+    atomic_write_json(record_path, record)
+    try:
+        if c["mode"] == "train":
+            checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
+            from recsys_exp.runner.train import train
+
+            summary = train(c, run_dir, checkpoint)
+            result = summary["eval_return_mean"]
+            log.info("summary: %s", summary)
+        else:
+            result = evaluate(c, run_dir)
+    except KeyboardInterrupt:
+        finish_run_record(run_dir, record, "interrupted")
+        raise
+    except BaseException as e:
+        finish_run_record(run_dir, record, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        _shutdown_ray()
+    finish_run_record(run_dir, record, "completed")
+    return result
+
+
+def evaluate(c: dict[str, Any], run_dir: Path) -> float:
+    """``mode=evaluate``: greedy episodes of the restored checkpoint; writes evaluation.json."""
+    from recsys_exp.runner.evaluate import evaluate_checkpoint
+
+    checkpoint, _ = locate_checkpoint(c["restore"])
+    ev = evaluate_checkpoint(c, checkpoint, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
+    atomic_write_json(run_dir / "evaluation.json", ev)
+    print(f"evaluation: return {ev['episode_return_mean']:.2f} (95% CI {ev['ci95'][0]:.2f}..{ev['ci95'][1]:.2f}) "
+          f"over {ev['episodes']} episodes -> {run_dir / 'evaluation.json'}", flush=True)
+    return ev["episode_return_mean"]
+
+
+def _shutdown_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()

@@ -1,0 +1,93 @@
+"""Tune callbacks that keep the run dir current: progress line, metrics.csv, checkpoint links."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from recsys_exp.runner.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_FILE, RUN_FILE
+
+# (csv column, result key) — result keys use Tune's "/" notation into the nested result dict.
+METRIC_COLUMNS = (
+    ("iteration", "training_iteration"),
+    ("timesteps", "num_env_steps_sampled_lifetime"),
+    ("episode_return_mean", "env_runners/episode_return_mean"),
+    ("episode_len_mean", "env_runners/episode_len_mean"),
+    ("num_episodes", "env_runners/num_episodes"),
+    ("env_steps_per_s", "env_runners/num_env_steps_sampled_throughput"),
+    ("time_this_iter_s", "time_this_iter_s"),
+    ("time_total_s", "time_total_s"),
+)
+
+
+def result_value(result: dict[str, Any], key: str) -> Any:
+    """``result["a"]["b"]`` for ``key="a/b"``, also for already-flattened dicts; None if absent."""
+    if key in result:
+        return result[key]
+    node: Any = result
+    for part in key.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _steps_per_s(result: dict[str, Any]) -> float | None:
+    steps = result_value(result, "env_runners/num_env_steps_sampled")
+    secs = result_value(result, "time_this_iter_s")
+    return steps / secs if steps and secs else None
+
+
+class RunDirCallback(Callback):
+    """Writes metrics.csv rows, prints a progress line and links checkpoints into ``checkpoints/``."""
+
+    def __init__(self, run_dir: str, progress: bool = True):
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = {col: result_value(result, key) for col, key in METRIC_COLUMNS}
+        row["env_steps_per_s"] = _steps_per_s(result)
+        row["trial_id"] = trial.trial_id
+        path = self.run_dir / METRICS_FILE
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[c for c, _ in METRIC_COLUMNS] + ["trial_id"])
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.progress:
+            ret = row["episode_return_mean"]
+            sps = row["env_steps_per_s"]
+            print(f"[{time.strftime('%H:%M:%S')}] {trial.trial_id} iter {row['iteration']:>4} | "
+                  f"env steps {row['timesteps']:>8} | return {ret if ret is None else f'{ret:9.2f}'} | "
+                  f"{0 if sps is None else sps:8.0f} steps/s", flush=True)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        ckpt = Path(checkpoint.path)
+        # The resolved config and run record travel with every checkpoint.
+        for name in (CONFIG_FILE, RUN_FILE):
+            if (self.run_dir / name).exists():
+                shutil.copy2(self.run_dir / name, ckpt / name)
+        links = self.run_dir / CHECKPOINTS_DIR
+        links.mkdir(exist_ok=True)
+        name = ckpt.name if len(trials) == 1 else f"{trial.trial_id}_{ckpt.name}"
+        _symlink_atomic(ckpt, links / name)
+        _symlink_atomic(ckpt, links / "last")
+        for link in links.iterdir():  # Tune deleted checkpoints beyond num_to_keep
+            if link.is_symlink() and not link.exists():
+                link.unlink()
+
+
+def _symlink_atomic(target: Path, link: Path) -> None:
+    tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    # Relative links keep working when the whole run dir is moved or copied.
+    tmp.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+    os.replace(tmp, link)

@@ -1,0 +1,169 @@
+"""Training through ``tune.Tuner`` (one trial with ``tune=none``), resumable after a crash."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from recsys_exp.runner.run_dir import (
+    CHECKPOINTS_DIR,
+    EXPERIMENT_NAME,
+    METRICS_FILE,
+    RAY_RESULTS_DIR,
+    SUMMARY_FILE,
+    atomic_write_json,
+    eval_seed,
+)
+
+
+def set_tracking_env(c: dict[str, Any], run_dir: Path) -> None:
+    """W&B and Ray variables; must be set before ``ray.init`` so every worker inherits them."""
+    logger = c["logger"]
+    os.environ["WANDB_MODE"] = logger["mode"]
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")  # never hang long without network
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+    os.environ.setdefault("WANDB_X_DISABLE_STATS", "true")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+
+
+def init_ray(c: dict[str, Any]) -> None:
+    """Start a light local Ray (2 cores, no dashboard) or join ``ray.address``."""
+    import ray
+
+    r = c["ray"]
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if r["address"] is None:
+        kwargs.update(num_cpus=r["num_cpus"], object_store_memory=r["object_store_memory_mb"] * 1024 ** 2)
+    else:
+        kwargs["address"] = r["address"]
+    ray.init(**kwargs)
+
+
+def _callbacks(c: dict[str, Any], run_dir: Path) -> list:
+    from recsys_exp.runner.tracking import RunDirCallback
+
+    callbacks = [RunDirCallback(str(run_dir), progress=c["progress"])]
+    logger = c["logger"]
+    if logger["mode"] != "disabled":
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        kwargs: dict[str, Any] = {"config": c, "tags": list(logger["tags"]) or None}
+        if logger["run_name"]:
+            kwargs["name"] = logger["run_name"]
+        callbacks.append(WandbLoggerCallback(project=logger["project"], group=logger["group"], **kwargs))
+    return callbacks
+
+
+def _stop(c: dict[str, Any]) -> dict[str, int]:
+    stop = {}
+    if c["stop"]["timesteps"] is not None:
+        stop["num_env_steps_sampled_lifetime"] = c["stop"]["timesteps"]
+    if c["stop"]["iterations"] is not None:
+        stop["training_iteration"] = c["stop"]["iterations"]
+    return stop
+
+
+def fit(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, resume: bool):
+    """Run (or resume) the Tune experiment under ``<run_dir>/ray_results/train``; returns the best Result."""
+    from ray import tune
+
+    storage = run_dir / RAY_RESULTS_DIR
+    experiment = storage / EXPERIMENT_NAME
+    if resume and tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(str(experiment), trainable=algo_cls, resume_unfinished=True,
+                                   resume_errored=True, param_space=algo_config)
+    else:
+        ck = c["checkpoint"]
+        tuner = tune.Tuner(
+            algo_cls,
+            param_space=algo_config,
+            tune_config=tune.TuneConfig(metric=c["tune"]["metric"], mode=c["tune"]["mode"],
+                                        num_samples=c["tune"]["num_samples"],
+                                        max_concurrent_trials=c["tune"]["max_concurrent_trials"]),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT_NAME, storage_path=str(storage), stop=_stop(c), verbose=0,
+                callbacks=_callbacks(c, run_dir),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=ck["frequency"],
+                                                        num_to_keep=ck["num_to_keep"], checkpoint_at_end=True),
+                failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    results = tuner.fit()
+    errors = [r.error for r in results if r.error is not None]
+    if errors:
+        raise RuntimeError(f"training failed: {str(errors[0]).strip().splitlines()[-1]}")
+    return results.get_best_result()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """metrics.csv rows as floats; the last row wins per (trial, iteration) after a resume."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return []
+    rows: dict[tuple[str, int], dict[str, float]] = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            parsed = {k: (float(v) if v not in ("", None) and k != "trial_id" else v) for k, v in row.items()}
+            rows[(row["trial_id"], int(float(row["iteration"])))] = parsed
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1]))]
+
+
+def plot_learning_curve(run_dir: Path, rows: list[dict[str, float]], title: str) -> None:
+    """learning_curve.png: mean training episode return against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = [(r["timesteps"], r["episode_return_mean"]) for r in rows if r.get("episode_return_mean") not in (None, "")]
+    if pts:
+        ax.plot(*zip(*pts), marker="o", ms=3)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("mean episode return (training)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = run_dir / ".learning_curve.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, run_dir / "learning_curve.png")
+
+
+def train(c: dict[str, Any], run_dir: Path, restore_checkpoint: str | None) -> dict[str, Any]:
+    """Train, link checkpoints, evaluate the final policy greedily, and write summary.json."""
+    from recsys_exp.envs.rllib import register_envs
+    from recsys_exp.runner.build import build_algorithm_config
+    from recsys_exp.runner.evaluate import evaluate_checkpoint
+
+    start = time.time()
+    algo_cls, algo_config = build_algorithm_config(c, restore_checkpoint)  # config errors before Ray
+    set_tracking_env(c, run_dir)
+    init_ray(c)
+    register_envs()  # after ray.init: the registry is shared with trial workers through Ray
+    best = fit(c, run_dir, algo_cls, algo_config, resume=c["resume"])
+    rows = read_metrics(run_dir)
+    last = Path(run_dir / CHECKPOINTS_DIR / "last").resolve()
+    ev = evaluate_checkpoint(c, last, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
+    wall = time.time() - start
+    timesteps = best.metrics.get("num_env_steps_sampled_lifetime") or (rows[-1]["timesteps"] if rows else 0)
+    train_time = best.metrics.get("time_total_s") or wall
+    summary = {
+        "timesteps": int(timesteps),
+        "episode_return_mean": best.metrics.get("env_runners", {}).get("episode_return_mean"),
+        "eval_return_mean": ev["episode_return_mean"],
+        "eval_ci95": ev["ci95"],
+        "eval_episodes": ev["episodes"],
+        "wall_s": wall,
+        "env_steps_per_s": timesteps / train_time if train_time else None,
+        "iterations": best.metrics.get("training_iteration"),
+        "checkpoint": str(last),
+    }
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    plot_learning_curve(run_dir, rows, f"{c['algo']['name']} on {c['env']['name']}")
+    return summary
