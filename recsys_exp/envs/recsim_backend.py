@@ -26,8 +26,8 @@ Seeding. ``seed`` seeds every stream, as in the native env:
   reference env of a process shares one noise stream (in a ``SyncVectorEnv`` reset with a
   seed, the last sub-env's seed wins), and other code using ``np.random`` changes the draws.
   Swapping a private ``RandomState`` in and out of ``np.random`` around every call was
-  measured at ≈130 µs per step (``get_state``/``set_state`` copy the 2.5 KB MT state), i.e.
-  a 2–7× slowdown of the original, so it is not done.
+  measured at ≈130 µs per step (``get_state``/``set_state`` copy the 2.5 KB MT state), a
+  1.3–4.6× slowdown of the original (N=10–50), so it is not done.
   Hence ``make_env(..., backend="recsim", seed=s).reset(seed=s)`` is reproducible;
   ``seed`` at construction alone fixes the users and documents but not the noise.
 

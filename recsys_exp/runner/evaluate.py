@@ -25,9 +25,24 @@ def mean_ci95(values: np.ndarray) -> tuple[float, float, float, list[float]]:
     return mean, std, half, [mean - half, mean + half]
 
 
+def load_policy_state(runner, checkpoint: Path) -> None:
+    """Put the checkpoint's policy into an EnvRunner: connector state, then the Learner's RLModule.
+
+    The EnvRunner component of an Algorithm checkpoint holds connector state but not the module
+    weights (those live under learner_group/learner/rl_module), so both are loaded.
+    """
+    from ray.rllib.core import (COMPONENT_ENV_RUNNER, COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP,
+                                COMPONENT_RL_MODULE, DEFAULT_MODULE_ID)
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    runner.restore_from_path(checkpoint / COMPONENT_ENV_RUNNER)
+    module_dir = checkpoint / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
+    state = RLModule.from_checkpoint(module_dir).get_state(inference_only=True)
+    runner.module.set_state(state)
+
+
 def evaluate_checkpoint(c: dict[str, Any], checkpoint: Path, episodes: int, num_envs: int, seed: int) -> dict[str, Any]:
     """Run ``episodes`` greedy episodes of the policy in ``checkpoint``; returns the evaluation record."""
-    from ray.rllib.core import COMPONENT_ENV_RUNNER
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
     from recsys_exp.envs.rllib import register_envs
@@ -42,7 +57,7 @@ def evaluate_checkpoint(c: dict[str, Any], checkpoint: Path, episodes: int, num_
     runner = SingleAgentEnvRunner(config=config)
     returns, lengths = [], []
     try:
-        runner.restore_from_path(Path(checkpoint) / COMPONENT_ENV_RUNNER)
+        load_policy_state(runner, Path(checkpoint))
         while len(returns) < episodes:
             done = runner.sample(num_episodes=min(num_envs, episodes - len(returns)), explore=False,
                                  random_actions=False, force_reset=True)

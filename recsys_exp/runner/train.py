@@ -135,6 +135,10 @@ def plot_learning_curve(run_dir: Path, rows: list[dict[str, float]], title: str)
     os.replace(tmp, run_dir / "learning_curve.png")
 
 
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
 def train(c: dict[str, Any], run_dir: Path, restore_checkpoint: str | None) -> dict[str, Any]:
     """Train, link checkpoints, evaluate the final policy greedily, and write summary.json."""
     from recsys_exp.envs.rllib import register_envs
@@ -155,7 +159,7 @@ def train(c: dict[str, Any], run_dir: Path, restore_checkpoint: str | None) -> d
     train_time = best.metrics.get("time_total_s") or wall
     summary = {
         "timesteps": int(timesteps),
-        "episode_return_mean": best.metrics.get("env_runners", {}).get("episode_return_mean"),
+        "episode_return_mean": _float(best.metrics.get("env_runners", {}).get("episode_return_mean")),
         "eval_return_mean": ev["episode_return_mean"],
         "eval_ci95": ev["ci95"],
         "eval_episodes": ev["episodes"],
