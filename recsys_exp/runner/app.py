@@ -45,15 +45,27 @@ def run(cfg: DictConfig) -> float | None:
     run_dir, overrides, choices, multirun = _hydra_context()
     try:
         c = resolve_run_config(cfg, overrides, choices, run_dir)
+        built = build(c)
     except ConfigError as e:
         if multirun:  # let Hydra report it and go on with the other jobs
             raise
         print(f"recsys_exp: config error: {e}", file=sys.stderr)
         sys.exit(2)
-    return execute(c, run_dir, overrides)
+    return execute(c, run_dir, overrides, built)
 
 
-def execute(c: dict[str, Any], run_dir: Path, overrides: list[str]) -> float | None:
+def build(c: dict[str, Any]):
+    """For training: ``(algo class, AlgorithmConfig, checkpoint to start from)``; RLlib's own
+    checks of the algo keys run here, before anything is written or Ray starts."""
+    if c["mode"] != "train":
+        return None
+    from recsys_exp.runner.build import build_algorithm_config
+
+    checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
+    return (*build_algorithm_config(c, checkpoint), checkpoint)
+
+
+def execute(c: dict[str, Any], run_dir: Path, overrides: list[str], built=None) -> float | None:
     """Run a validated config in ``run_dir``; always leaves run.json with a final status."""
     import json
 
@@ -69,10 +81,9 @@ def execute(c: dict[str, Any], run_dir: Path, overrides: list[str]) -> float | N
     atomic_write_json(record_path, record)
     try:
         if c["mode"] == "train":
-            checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
             from recsys_exp.runner.train import train
 
-            summary = train(c, run_dir, checkpoint)
+            summary = train(c, run_dir, *(built or build(c)))
             result = summary["eval_return_mean"]
             log.info("summary: %s", summary)
         else:
