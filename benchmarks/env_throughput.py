@@ -107,7 +107,7 @@ def measure(name: str, args, rng: np.random.Generator) -> list[tuple[str, int, f
                  _timed(_single_env_stepper(make_env(name, **kw), single_actions), args.seconds)))
     for b in args.batch_sizes:
         actions = rng.integers(0, n, (VECTOR_POOL_STEPS, b, k))
-        rows.append((f"native vector env (SlateVectorEnv)", b,
+        rows.append(("native vector env (SlateVectorEnv)", b,
                      _timed(_vector_env_stepper(make_vector_env(name, b, **kw), actions), args.seconds)))
     return rows
 

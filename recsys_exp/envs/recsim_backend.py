@@ -122,7 +122,8 @@ def _shim_runner_lib() -> None:
 
 def _import_recsim() -> types.SimpleNamespace:
     if not _has_module("recsim"):
-        raise ImportError(f"backend='recsim' needs the original recsim 0.2.4, which is not installed: {INSTALL_HINT}")
+        raise ModuleNotFoundError(f"backend='recsim' needs the original recsim 0.2.4, which is not installed: "
+                                  f"{INSTALL_HINT}", name="recsim")
     try:
         if "gym" not in sys.modules:
             _import_quietly("gym")
@@ -368,8 +369,12 @@ def global_noise_seed(seed: int) -> np.ndarray:
 
 
 def make_reference_vector_env(settings: EnvSettings, num_envs: int) -> gym.vector.VectorEnv:
-    """``num_envs`` reference envs in a ``SyncVectorEnv`` (NEXT_STEP autoreset); sub-env i is seeded
-    ``seed + i`` (unseeded if ``seed`` is None)."""
+    """``num_envs`` reference envs in a ``SyncVectorEnv`` (NEXT_STEP autoreset).
+
+    Sub-env i's samplers are seeded ``seed + i`` (unseeded if ``seed`` is None). The choice and
+    transition noise is the process-global ``np.random`` shared by all sub-envs; ``reset(seed=s)``
+    re-seeds sub-env i with ``s + i``, so the global stream ends up seeded from ``s + num_envs − 1``.
+    """
 
     def env_fn(i: int):
         seed = None if settings.seed is None else settings.seed + i
