@@ -176,9 +176,13 @@ def click_matrix(clicked: np.ndarray, slate_size: int) -> np.ndarray:
 
 
 def gather_slate(docs: Arrays, slate: np.ndarray) -> Arrays:
-    """Select the slate documents: every (B, N, ...) array becomes (B, K, ...)."""
+    """Select the slate documents: every (B, N, ...) array becomes (B, K, ...).
+
+    ``features`` is what the agent observes; the user models read the documents' own
+    attributes, so it is not gathered (it is the largest array).
+    """
     rows = np.arange(slate.shape[0])[:, None]
-    return {key: value[rows, slate] for key, value in docs.items()}
+    return {key: value[rows, slate] for key, value in docs.items() if key != "features"}
 
 
 def per_slot_box(low: float, high: float, slate_size: int) -> gym.spaces.Box:
