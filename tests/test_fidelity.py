@@ -141,15 +141,21 @@ def test_lts_noise_free_trajectory_matches_recsim(resample):
         _, reward, terminated, truncated, _ = env.step(slate)
         ref_rewards.append(reward)
         slate_docs = {"clickbait": clickbait[slate][None]}
-        clicked = sim.choice.choose(rng, sim.user_model.score(users, slate_docs))
-        responses = sim.user_model.respond(rng, users, slate_docs, clicked)
-        native_rewards.append(float(sim.reward(responses)[0]))
-        sim.user_model.transition(rng, users, slate_docs, clicked, responses)
-        assert bool(sim.user_model.terminated(users)[0]) == terminated and not truncated
+        _, reward_native, ended = _native_step(sim, rng, users, slate_docs)
+        native_rewards.append(reward_native)
+        assert ended == terminated and not truncated
         if terminated:
             break
     assert len(ref_rewards) == p.time_budget == 60
     np.testing.assert_allclose(native_rewards, ref_rewards, rtol=1e-12)
+
+
+def _native_step(sim, rng, users, slate_docs):
+    """One native step for a single user in RecSim's order; returns (clicked slot, reward, terminated)."""
+    clicked = sim.choice.choose(rng, sim.user_model.score(users, slate_docs))
+    responses = sim.user_model.respond(rng, users, slate_docs, clicked)
+    sim.user_model.transition(rng, users, slate_docs, clicked, responses)
+    return int(clicked[0]), float(sim.reward(responses)[0]), bool(sim.user_model.terminated(users)[0])
 
 
 def test_iev_always_click_budget_trajectory_matches_recsim():
@@ -169,12 +175,10 @@ def test_iev_always_click_budget_trajectory_matches_recsim():
         _, reward, terminated, truncated, _ = env.step(np.array([j]))
         ref_rewards.append(reward)
         slate_docs = {"cluster_id": np.array([[docs[j].cluster_id]]), "quality": np.array([[docs[j].quality]])}
-        clicked = sim.choice.choose(rng, sim.user_model.score(users, slate_docs))
-        assert clicked[0] == 0
-        responses = sim.user_model.respond(rng, users, slate_docs, clicked)
-        native_rewards.append(float(sim.reward(responses)[0]))
-        sim.user_model.transition(rng, users, slate_docs, clicked, responses)
-        assert bool(sim.user_model.terminated(users)[0]) == terminated and not truncated
+        clicked, reward_native, ended = _native_step(sim, rng, users, slate_docs)
+        assert clicked == 0
+        native_rewards.append(reward_native)
+        assert ended == terminated and not truncated
         if terminated:
             break
     assert terminated and 20 < len(ref_rewards) < 1000

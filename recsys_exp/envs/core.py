@@ -44,6 +44,12 @@ class SlateCore:
         return {key: np.zeros((n, self.slate_size), dtype=space.dtype)
                 for key, space in self.response_spaces.items()}
 
+    def reseed(self, seed: int) -> np.random.Generator:
+        """Restart every stream from ``seed`` (and redraw the per-instance candidates); returns the rng."""
+        self.rng = np.random.default_rng(seed)
+        self.docs = self.sim.documents.sample(self.rng, self.batch, self.num_candidates)
+        return self.rng
+
     def reset_rows(self, rows: np.ndarray | slice) -> None:
         """Start new sessions for the given rows: fresh users (and candidates if resampling)."""
         n = len(np.arange(self.batch)[rows])
@@ -148,8 +154,7 @@ class SlateVectorEnv(gym.vector.VectorEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start a new session for every sub-env; ``seed`` re-seeds all streams."""
         if seed is not None:
-            self._rng = self.core.rng = np.random.default_rng(seed)
-            self.core.docs = self.core.sim.documents.sample(self._rng, self.num_envs, self.core.num_candidates)
+            self._rng = self.core.reseed(seed)
         self.core.reset_rows(slice(None))
         self._elapsed[:] = 0
         self._autoreset[:] = False
@@ -196,8 +201,7 @@ class SlateEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Draw a new user (and candidates if resampling); ``seed`` re-seeds all streams."""
         if seed is not None:
-            self._np_random = self.core.rng = np.random.default_rng(seed)
-            self.core.docs = self.core.sim.documents.sample(self._np_random, 1, self.core.num_candidates)
+            self._np_random = self.core.reseed(seed)
         self.core.reset_rows(slice(None))
         self._elapsed, self._done = 0, False
         return _unbatch(self.core.observe()), {}
