@@ -14,6 +14,7 @@ class AlgoInfo:
     config_class: str  # "module:Class" of its AlgorithmConfig, imported lazily
     discrete_actions_only: bool  # needs Discrete actions (slates must be flattened)
     explorations: tuple[str, ...]  # allowed exploration.type values
+    slate_policy: bool = False  # a recsys_exp slate module: reads the slate layout of the observation
 
     def load_config_class(self) -> type:
         """Import and return the ``AlgorithmConfig`` subclass (imports RLlib)."""
@@ -21,7 +22,15 @@ class AlgoInfo:
         return getattr(importlib.import_module(module), cls)
 
 
+_PKG = "recsys_exp.algorithms"
 ALGORITHMS: dict[str, AlgoInfo] = {
-    "ppo": AlgoInfo("ppo", "ray.rllib.algorithms.ppo:PPOConfig", False, ("none",)),
+    "random": AlgoInfo("random", f"{_PKG}.random_slates:RandomSlateConfig", False, ("none",), True),
+    "greedy": AlgoInfo("greedy", f"{_PKG}.greedy:GreedySlateConfig", False, ("none", "epsilon_greedy"), True),
+    "lin_ucb": AlgoInfo("lin_ucb", f"{_PKG}.linear_bandit:LinUCBConfig", False,
+                        ("ucb", "none", "epsilon_greedy"), True),
+    "lin_ts": AlgoInfo("lin_ts", f"{_PKG}.linear_bandit:LinTSConfig", False,
+                       ("thompson", "none", "epsilon_greedy"), True),
+    "slateq": AlgoInfo("slateq", f"{_PKG}.slateq:SlateQConfig", False, ("epsilon_greedy", "none"), True),
     "dqn": AlgoInfo("dqn", "ray.rllib.algorithms.dqn:DQNConfig", True, ("epsilon_greedy", "none")),
+    "ppo": AlgoInfo("ppo", "ray.rllib.algorithms.ppo:PPOConfig", False, ("none",)),
 }

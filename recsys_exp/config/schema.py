@@ -31,7 +31,7 @@ class EnvConfig:
 class AlgoConfig:
     """An RLlib algorithm and how the slate env is presented to it."""
 
-    name: str = MISSING  # ppo | dqn
+    name: str = MISSING  # random | greedy | lin_ucb | lin_ts | slateq | dqn | ppo
     flatten_actions: bool = False  # slate MultiDiscrete([N]*K) -> Discrete(N**K)
     flatten_observations: bool = True  # Dict observation -> one float vector
     training: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.training(**)
@@ -42,18 +42,21 @@ class AlgoConfig:
 class ExplorationConfig:
     """How the behaviour policy explores while training (greedy at evaluation)."""
 
-    type: str = "none"  # none (the policy's own sampling) | epsilon_greedy
-    initial_epsilon: float = 1.0
+    type: str = "none"  # none (greedy / the policy's own sampling) | epsilon_greedy | ucb | thompson
+    initial_epsilon: float = 1.0  # epsilon_greedy: linear decay from initial to final ...
     final_epsilon: float = 0.05
-    epsilon_timesteps: int = 10000  # env steps of the linear decay
+    epsilon_timesteps: int = 10000  # ... over this many env steps
+    alpha: float = 1.0  # ucb: width of the confidence bonus
+    scale: float = 1.0  # thompson: posterior scale v (samples θ ~ N(θ̂, v²A⁻¹))
 
 
 @dataclass
 class ModelConfig:
-    """Network sizes of the RLModule (RLlib ``DefaultModelConfig``)."""
+    """Network sizes of the RLModule (RLlib ``DefaultModelConfig`` for the built-ins, SlateQ's Q-network)."""
 
     hidden_sizes: List[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"  # relu | tanh | swish | elu | linear
+    embedding_size: Optional[int] = None  # SlateQ choice model: user/doc embedding width (null = bilinear)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from recsys_exp.config.schema import Config
 MODES = ("train", "evaluate")
 LOGGER_MODES = ("offline", "online", "disabled")
 ACTIVATIONS = ("relu", "tanh", "swish", "silu", "elu", "linear")
-EXPLORATIONS = ("none", "epsilon_greedy")
+EXPLORATIONS = ("none", "epsilon_greedy", "ucb", "thompson")
 MAX_FLAT_ACTIONS = 100_000
 
 
@@ -72,6 +72,42 @@ def check_env(env: dict[str, Any], seed: int) -> None:
         raise ConfigError(f"env: {e}") from None
 
 
+def env_observation_space(c: dict[str, Any]):
+    """The single observation space of the configured env (builds one native env, no Ray)."""
+    from recsys_exp.envs.registry import make_vector_env
+
+    env = c["env"]
+    vec = make_vector_env(env["name"], num_envs=1, num_candidates=env["num_candidates"],
+                          slate_size=env["slate_size"], resample_documents=env["resample_documents"],
+                          max_episode_steps=env["max_episode_steps"], seed=c["seed"], **env["params"])
+    return vec.single_observation_space
+
+
+def check_algo_env(c: dict[str, Any]) -> None:
+    """Can this slate algorithm run on this env? One line naming algorithm, env and the fix if not."""
+    from recsys_exp.algorithms.slate_view import slate_layout
+
+    name, env = c["algo"]["name"], c["env"]["name"]
+    try:
+        layout = slate_layout(env_observation_space(c))
+    except ValueError as e:
+        raise ConfigError(f"algo={name} cannot run on env={env}: {e}; slate algorithms need a Dict observation "
+                          f"with user (U,), doc (N, D) and a per-slot response.click") from None
+    training = c["algo"]["training"]
+    if name == "greedy":
+        score = training.get("score", "affinity")
+        user_dim, doc_dim = layout["user"][1], layout["doc"][2]
+        if score == "affinity" and (user_dim == 0 or user_dim != doc_dim):
+            raise ConfigError(f"algo.training.score=affinity: algo=greedy ranks by <user, doc>, but env={env} has "
+                              f"user features of width {user_dim} and doc features of width {doc_dim}; "
+                              f"use algo.training.score=feature (with algo.training.feature_index)")
+        if score == "feature":
+            index = training.get("feature_index", 0)
+            _require(isinstance(index, int) and 0 <= index < doc_dim, "algo.training.feature_index", index,
+                     f"env={env} has {doc_dim} doc feature(s): allowed 0..{doc_dim - 1}")
+        _require(score in ("affinity", "feature"), "algo.training.score", score, "allowed: affinity, feature")
+
+
 def check_semantics(c: dict[str, Any]) -> None:
     """Ranges and combinations the types cannot express."""
     _require(c["mode"] in MODES, "mode", c["mode"], f"allowed: {', '.join(MODES)}")
@@ -89,7 +125,10 @@ def check_semantics(c: dict[str, Any]) -> None:
         _require(n ** k <= MAX_FLAT_ACTIONS, "algo.flatten_actions", True,
                  f"N**K = {n}**{k} = {n ** k} flat actions exceeds {MAX_FLAT_ACTIONS}; use a slate algorithm")
     _require(algo["flatten_observations"], "algo.flatten_observations", False,
-             f"{algo['name']} uses RLlib's default MLP modules, which need flattened observations")
+             f"{algo['name']} reads the flattened observation (RLlib's FlattenObservations connector); "
+             f"set algo.flatten_observations=true")
+    if info.slate_policy:
+        check_algo_env(c)
     for key in ("num_learners",):
         _require(key not in algo["training"], f"algo.training.{key}", algo["training"].get(key),
                  "set learners through the runner, not algo.training")
@@ -101,10 +140,14 @@ def check_semantics(c: dict[str, Any]) -> None:
     for key in ("initial_epsilon", "final_epsilon"):
         _require(0.0 <= ex[key] <= 1.0, f"exploration.{key}", ex[key], "must be in [0, 1]")
     _positive(c, "exploration.epsilon_timesteps")
+    _require(ex["alpha"] >= 0.0, "exploration.alpha", ex["alpha"], "must be >= 0")
+    _require(ex["scale"] >= 0.0, "exploration.scale", ex["scale"], "must be >= 0")
 
     model = c["model"]
     _require(len(model["hidden_sizes"]) > 0 and all(h > 0 for h in model["hidden_sizes"]),
              "model.hidden_sizes", model["hidden_sizes"], "must be a non-empty list of positive integers")
+    _require(model["embedding_size"] is None or model["embedding_size"] > 0, "model.embedding_size",
+             model["embedding_size"], "must be a positive integer or null")
     _require(model["activation"] in ACTIVATIONS, "model.activation", model["activation"],
              f"allowed: {', '.join(ACTIVATIONS)}")
 

@@ -40,6 +40,9 @@ class LongTermSatisfactionParams:
     kale_mean: float = 4.0
     kale_stddev: float = 1.0
     time_budget: int = 60
+    # The 2022 RLlib tutorial's wrapper replaced the (empty) user observation by the current
+    # satisfaction; off by default, as in RecSim, where the user state is latent.
+    observe_satisfaction: bool = False
 
 
 class ClickbaitDocumentSampler(DocumentSampler):
@@ -69,14 +72,21 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class LongTermSatisfactionUserModel(UserModel):
-    """Responses and transition of RecSim's ``LTSUserModel``; the user state is latent."""
+    """Responses and transition of RecSim's ``LTSUserModel``.
 
-    observation_dim, observation_low = 0, 0.0
+    The user state is latent (observation width 0) unless ``observe_satisfaction`` is set;
+    then the observation is SAT, shape (B, 1), in [0, 1].
+    """
+
+    observation_low, observation_high = 0.0, 1.0
 
     def __init__(self, p: LongTermSatisfactionParams):
         self.p = p
+        self.observation_dim = 1 if p.observe_satisfaction else 0
 
     def observe(self, users):
+        if self.p.observe_satisfaction:
+            return users["satisfaction"][:, None].astype(np.float32)
         return np.zeros((len(users["npe"]), 0), dtype=np.float32)
 
     def score(self, users, slate):

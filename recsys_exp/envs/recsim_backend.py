@@ -201,12 +201,16 @@ def _iev_user_state_ctor(overrides: dict[str, Any], num_clusters: int):
 def _build_long_term_satisfaction(s: EnvSettings, seed: int | None):
     lts = _rs.lts
     p: LongTermSatisfactionParams = s.params
+    if p.observe_satisfaction:
+        raise ValueError("long_term_satisfaction: observe_satisfaction=True is the 2022 tutorial's wrapper, not "
+                         "part of the original recsim; use backend='native'")
     if p == LongTermSatisfactionParams():
         # RLlib's creator, except that the seed is passed (RLlib left the default 0).
         user_model = lts.LTSUserModel(s.slate_size, user_state_ctor=lts.LTSUserState,
                                       response_model_ctor=lts.LTSResponse, seed=seed)
     else:
-        sampler = lts.LTSStaticUserSampler(user_ctor=lts.LTSUserState, seed=seed, **dataclasses.asdict(p))
+        constants = {k: v for k, v in dataclasses.asdict(p).items() if k != "observe_satisfaction"}
+        sampler = lts.LTSStaticUserSampler(user_ctor=lts.LTSUserState, seed=seed, **constants)
         user_model = _lts_user_model_class()(s.slate_size, sampler)
     sampler = lts.LTSDocumentSampler(seed=seed)
     raw = _rs.environment.Environment(user_model, sampler, s.num_candidates, s.slate_size,

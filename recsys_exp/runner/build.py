@@ -47,6 +47,39 @@ def _call(config, method: str, key: str, kwargs: dict[str, Any]):
         raise ConfigError(f"{key}.{bad}: not a parameter of {type(config).__name__}.{method}()") from None
 
 
+def exploration_settings(c: dict[str, Any], config) -> dict[str, Any]:
+    """``training()`` keywords that carry the ``exploration`` group into the algorithm."""
+    ex, info = c["exploration"], ALGORITHMS[c["algo"]["name"]]
+    schedule = [(0, ex["initial_epsilon"]), (ex["epsilon_timesteps"], ex["final_epsilon"])]
+    if info.slate_policy:
+        settings: dict[str, Any] = {}
+        if "exploration_mode" in vars(config):  # the linear bandits
+            settings["exploration_mode"] = {"ucb": "ucb", "thompson": "thompson"}.get(ex["type"], "none")
+            settings["alpha"], settings["posterior_scale"] = ex["alpha"], ex["scale"]
+        if "epsilon" in vars(config):  # SlateQ (a DQN config)
+            settings["epsilon"] = schedule if ex["type"] == "epsilon_greedy" else [(0, 0.0)]
+        return settings
+    if ex["type"] == "epsilon_greedy":
+        return {"epsilon": schedule}
+    if "epsilon" in vars(config):  # DQN with exploration=none: act greedily
+        return {"epsilon": [(0, 0.0)]}
+    return {}
+
+
+def slate_model_config(c: dict[str, Any]) -> dict[str, Any]:
+    """``model_config`` of the slate modules: network sizes, the observation layout and epsilon."""
+    from recsys_exp.algorithms.slate_view import slate_layout
+    from recsys_exp.config.validate import env_observation_space
+
+    model, ex = c["model"], c["exploration"]
+    epsilon = None
+    if ex["type"] == "epsilon_greedy":
+        epsilon = [(0, ex["initial_epsilon"]), (ex["epsilon_timesteps"], ex["final_epsilon"])]
+    return {"hidden_sizes": list(model["hidden_sizes"]), "activation": model["activation"],
+            "embedding_size": model["embedding_size"], "slate_layout": slate_layout(env_observation_space(c)),
+            "epsilon": epsilon}
+
+
 def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = None):
     """``(algorithm class, AlgorithmConfig)`` for a validated config ``c``.
 
@@ -54,23 +87,24 @@ def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = N
     """
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
-    algo, ex, model = c["algo"], c["exploration"], c["model"]
-    config = ALGORITHMS[algo["name"]].load_config_class()()
+    algo, model = c["algo"], c["model"]
+    info = ALGORITHMS[algo["name"]]
+    config = info.load_config_class()()
+    if info.slate_policy:
+        model_config = slate_model_config(c)
+    else:
+        model_config = DefaultModelConfig(fcnet_hiddens=list(model["hidden_sizes"]),
+                                          fcnet_activation=model["activation"])
     config = (config.environment(env=rllib_env_name(c["env"]["name"]), env_config=env_config(c))
               .framework("torch")
               .debugging(seed=c["seed"], log_level="WARN")
               .learners(num_learners=0)
-              .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=list(model["hidden_sizes"]),
-                                                         fcnet_activation=model["activation"])))
+              .rl_module(model_config=model_config))
     runners = {"gym_env_vectorize_mode": "vector_entry_point", **algo["env_runners"]}
     if algo["flatten_observations"]:
         runners["env_to_module_connector"] = _flatten_observations_connector
     config = _call(config, "env_runners", "algo.env_runners", runners)
-    training = dict(algo["training"])
-    if ex["type"] == "epsilon_greedy":
-        training["epsilon"] = [(0, ex["initial_epsilon"]), (ex["epsilon_timesteps"], ex["final_epsilon"])]
-    elif "epsilon" in type(config)().__dict__:  # DQN with exploration=none: act greedily
-        training["epsilon"] = [(0, 0.0)]
+    training = {**exploration_settings(c, config), **algo["training"]}
     config = _call(config, "training", "algo.training", training)
     if restore_checkpoint:
         config = config.callbacks(on_algorithm_init=functools.partial(load_module_weights, restore_checkpoint))
