@@ -1,0 +1,123 @@
+"""SlateQ's RLModule: item long-term values Q̄(s, i), a learned choice model, slate optimisation.
+
+* Q-network: an MLP over [user (U), doc (D), is_no_click (1)] -> Q̄(s, i) for every candidate
+  and Q̄(s, ⊥) for the no-click outcome (input [user, 0, 1]); ``model.hidden_sizes`` /
+  ``model.activation``. Its target copy comes from RLlib's ``TargetNetworkAPI``.
+* Choice model (:class:`ChoiceModel`): multinomial logit with item logits
+  ℓ(s, i) = userᵀ W doc_i + wᵀdoc_i + c (W low-rank, P_uᵀP_d, when ``model.embedding_size`` is
+  set), a no-click logit ℓ_⊥(s) = w_⊥ᵀuser + c_⊥ and position biases β_k, fitted to the
+  observed clicks by the learner.
+* Acting: the slate that maximises Q(s, A) (:mod:`.slate_value`) with ``slate_optimizer``;
+  epsilon-greedy on top while training (the base class).
+"""
+
+from __future__ import annotations
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.utils import make_target_network
+from ray.rllib.core.rl_module.apis import QNetAPI, TargetNetworkAPI
+from torch import nn
+
+from recsys_exp.algorithms.common import SlatePolicyModule
+from recsys_exp.algorithms.slateq.slate_value import all_slates, optimize_slate
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "swish": nn.SiLU, "silu": nn.SiLU, "elu": nn.ELU,
+               "linear": nn.Identity}
+
+
+def mlp(in_dim: int, hidden_sizes: list[int], activation: str, out_dim: int) -> nn.Sequential:
+    """A fully connected network in_dim -> hidden_sizes -> out_dim (no output activation)."""
+    layers: list[nn.Module] = []
+    for h in hidden_sizes:
+        layers += [nn.Linear(in_dim, h), ACTIVATIONS[activation]()]
+        in_dim = h
+    return nn.Sequential(*layers, nn.Linear(in_dim, out_dim))
+
+
+class ChoiceModel(nn.Module):
+    """Multinomial-logit user choice over a slate, with a no-click option and position biases."""
+
+    def __init__(self, user_dim: int, doc_dim: int, slate_size: int, embedding_size: int | None):
+        super().__init__()
+        self.user_dim = user_dim
+        if user_dim and embedding_size:
+            self.user_embedding = nn.Linear(user_dim, embedding_size, bias=False)
+            self.doc_embedding = nn.Linear(doc_dim, embedding_size, bias=False)
+        elif user_dim:
+            self.interaction = nn.Parameter(torch.zeros(user_dim, doc_dim))
+        self.doc_term = nn.Linear(doc_dim, 1)
+        self.null_weight = nn.Parameter(torch.zeros(user_dim))
+        self.null_bias = nn.Parameter(torch.zeros(()))
+        self.position_bias = nn.Parameter(torch.zeros(slate_size))
+
+    def forward(self, user: torch.Tensor, docs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item logits (B, N) and no-click logit (B,) for user (B, U), docs (B, N, D)."""
+        logits = self.doc_term(docs)[..., 0]
+        if self.user_dim and hasattr(self, "user_embedding"):
+            logits = logits + (self.doc_embedding(docs) * self.user_embedding(user)[:, None, :]).sum(-1)
+        elif self.user_dim:
+            logits = logits + torch.einsum("bu,ud,bnd->bn", user, self.interaction, docs)
+        return logits, user @ self.null_weight + self.null_bias
+
+
+class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
+    """Item values + choice model -> the slate with the highest decomposed long-term value."""
+
+    def setup(self):
+        super().setup()
+        mc = self.model_config
+        u, d = self.user_dim, self.doc_dim
+        self.q_net = mlp(u + d + 1, list(mc["hidden_sizes"]), mc["activation"], 1)
+        self.choice = ChoiceModel(u, d, self.slate_size, mc.get("embedding_size"))
+        self.slate_optimizer = mc["slate_optimizer"]
+        # The enumeration for the exact optimiser, built once (a buffer would be checkpointed).
+        self._enumeration = all_slates(self.num_candidates, self.slate_size) \
+            if self.slate_optimizer == "exact" else None
+
+    # --- networks ---------------------------------------------------------------------------
+    def item_values(self, obs: torch.Tensor, net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q̄(s, i) for the N candidates (B, N) and Q̄(s, ⊥) (B,), from ``net`` (default: online)."""
+        net = self.q_net if net is None else net
+        user, docs = self.user(obs), self.docs(obs)
+        b, n, d = docs.shape
+        items = torch.cat([docs, torch.zeros(b, 1, d)], dim=1)  # the no-click "item" is last
+        flag = torch.zeros(b, n + 1, 1)
+        flag[:, n] = 1.0
+        x = torch.cat([user[:, None, :].expand(b, n + 1, user.shape[-1]), items, flag], dim=-1)
+        q = net(x)[..., 0]
+        return q[:, :n], q[:, n]
+
+    def choice_logits(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item logits (B, N) and no-click logit (B,) of the learned choice model."""
+        return self.choice(self.user(obs), self.docs(obs))
+
+    def best_slate(self, obs: torch.Tensor, net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The optimiser's slate (B, K) under Q̄ from ``net`` and its value (B,)."""
+        q, q_null = self.item_values(obs, net)
+        logits, null_logit = self.choice_logits(obs)
+        return optimize_slate(self.slate_optimizer, q, q_null, logits, null_logit, self.choice.position_bias,
+                              self.slate_size, self._enumeration)
+
+    def greedy_slate(self, obs):
+        return self.best_slate(obs)[0]
+
+    # --- RLlib APIs ---------------------------------------------------------------------------
+    def _forward_train(self, batch, **kwargs):
+        q, q_null = self.item_values(batch[Columns.OBS])
+        logits, null_logit = self.choice_logits(batch[Columns.OBS])
+        return {"q_items": q, "q_null": q_null, "choice_logits": logits, "null_logit": null_logit}
+
+    def make_target_networks(self) -> None:
+        self._target_q_net = make_target_network(self.q_net)
+
+    def get_target_network_pairs(self):
+        return [(self.q_net, self._target_q_net)]
+
+    def forward_target(self, batch, **kwargs):
+        q, q_null = self.item_values(batch[Columns.OBS], self._target_q_net)
+        return {"q_items": q, "q_null": q_null}
+
+    def compute_q_values(self, batch):
+        q, q_null = self.item_values(batch[Columns.OBS])
+        return {"q_items": q, "q_null": q_null}

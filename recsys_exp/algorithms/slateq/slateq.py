@@ -1,0 +1,78 @@
+"""``algo=slateq``: SlateQ (Ie et al., IJCAI 2019) as a plugin on RLlib's DQN.
+
+SlateQ reuses DQN's training step as is: vectorised sampling, RLlib's (prioritised) episode
+replay buffer, n-step sampling, ``training_intensity``, the epsilon schedule and target-network
+syncs. What differs is the module (:mod:`.module`: item values, choice model, slate optimiser)
+and the loss (:mod:`.learner`). Settings beyond DQN's: ``slate_optimizer`` (exact | top_k |
+greedy, :mod:`.slate_value`) and ``choice_lr``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ray.rllib.algorithms.algorithm_config import NotProvided
+from ray.rllib.algorithms.dqn import DQN, DQNConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from recsys_exp.algorithms.slateq.learner import SlateQLearner
+from recsys_exp.algorithms.slateq.module import SlateQModule
+from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, OPTIMIZERS
+
+
+class SlateQConfig(DQNConfig):
+    """DQN's settings plus ``slate_optimizer`` and ``choice_lr``; defaults suit RecSim on 2 cores."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or SlateQ)
+        self.slate_optimizer = "exact"
+        self.choice_lr = 1e-3
+        self.lr = 1e-3
+        self.gamma = 0.99
+        self.double_q = True
+        self.dueling = False
+        self.td_error_loss_fn = "mse"
+        self.grad_clip = 10.0
+        self.train_batch_size_per_learner = 256
+        self.num_steps_sampled_before_learning_starts = 1000
+        self.target_network_update_freq = 2000
+        self.replay_buffer_config = {"type": "EpisodeReplayBuffer", "capacity": 100_000}
+        self.rollout_fragment_length = 4
+
+    def training(self, *, slate_optimizer=NotProvided, choice_lr=NotProvided, **kwargs):
+        """SlateQ settings on top of ``DQNConfig.training``."""
+        super().training(**kwargs)
+        if slate_optimizer is not NotProvided:
+            self.slate_optimizer = slate_optimizer
+        if choice_lr is not NotProvided:
+            self.choice_lr = choice_lr
+        return self
+
+    @property
+    def _model_config_auto_includes(self):
+        return super()._model_config_auto_includes | {"slate_optimizer": self.slate_optimizer}
+
+    def validate(self):
+        super().validate()
+        if self.slate_optimizer not in OPTIMIZERS:
+            self._value_error(f"slate_optimizer={self.slate_optimizer!r}: allowed {', '.join(OPTIMIZERS)}")
+        layout = self.model_config.get("slate_layout")
+        if self.slate_optimizer == "exact" and layout:
+            n, k = layout["doc"][1], layout["click"][1]
+            if math.perm(n, k) > MAX_EXACT_SLATES:
+                self._value_error(f"slate_optimizer=exact enumerates {math.perm(n, k)} slates for N={n}, K={k} "
+                                  f"(limit {MAX_EXACT_SLATES}); use greedy or top_k")
+
+    def get_default_rl_module_spec(self):
+        return RLModuleSpec(module_class=SlateQModule)
+
+    def get_default_learner_class(self):
+        return SlateQLearner
+
+
+class SlateQ(DQN):
+    """DQN's training step with :class:`SlateQConfig`'s module and learner."""
+
+    @classmethod
+    def get_default_config(cls):
+        return SlateQConfig()
