@@ -20,7 +20,7 @@ from ray.rllib.core.rl_module.apis import QNetAPI, TargetNetworkAPI
 from torch import nn
 
 from recsys_exp.algorithms.common import SlatePolicyModule
-from recsys_exp.algorithms.slateq.slate_value import all_slates, optimize_slate
+from recsys_exp.algorithms.slateq.slate_value import all_slates, optimize_slate, resolve_optimizer
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "swish": nn.SiLU, "silu": nn.SiLU, "elu": nn.ELU,
                "linear": nn.Identity}
@@ -70,7 +70,7 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         u, d = self.user_dim, self.doc_dim
         self.q_net = mlp(u + d + 1, list(mc["hidden_sizes"]), mc["activation"], 1)
         self.choice = ChoiceModel(u, d, self.slate_size, mc.get("embedding_size"))
-        self.slate_optimizer = mc["slate_optimizer"]
+        self.slate_optimizer = resolve_optimizer(mc["slate_optimizer"], self.num_candidates, self.slate_size)
         # The enumeration for the exact optimiser, built once (a buffer would be checkpointed).
         self._enumeration = all_slates(self.num_candidates, self.slate_size) \
             if self.slate_optimizer == "exact" else None

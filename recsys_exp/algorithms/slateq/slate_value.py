@@ -14,6 +14,7 @@ Shapes: item Q̄ and logits (B, N), no-click Q̄ and logit (B,), position biases
 slates (B, S, K) long (S candidate slates per user). Optimisers return (B, K) slates (slot
 order) and their values (B,):
 
+* ``auto``: ``exact`` for small slate spaces, ``greedy`` otherwise (:func:`resolve_optimizer`);
 * ``exact``: enumerate all N!/(N-K)! ordered slates (the paper's LP-exact optimum, by brute force);
 * ``top_k``: the K items with the largest exp(ℓ)·Q̄, best in the position with the largest β (paper's TS);
 * ``greedy``: fill positions (largest β first) one at a time with the item that maximises the
@@ -27,8 +28,16 @@ import math
 
 import torch
 
-OPTIMIZERS = ("exact", "top_k", "greedy")
+OPTIMIZERS = ("auto", "exact", "top_k", "greedy")
 MAX_EXACT_SLATES = 20_000
+AUTO_EXACT_SLATES = 1_000  # "auto": exact up to this many ordered slates (10-2: 90, 20-2: 380), else greedy
+
+
+def resolve_optimizer(method: str, num_candidates: int, slate_size: int) -> str:
+    """``auto`` -> ``exact`` when N!/(N-K)! <= AUTO_EXACT_SLATES, else ``greedy``; others unchanged."""
+    if method != "auto":
+        return method
+    return "exact" if math.perm(num_candidates, slate_size) <= AUTO_EXACT_SLATES else "greedy"
 
 
 def all_slates(num_candidates: int, slate_size: int) -> torch.Tensor:

@@ -3,8 +3,8 @@
 SlateQ reuses DQN's training step as is: vectorised sampling, RLlib's (prioritised) episode
 replay buffer, n-step sampling, ``training_intensity``, the epsilon schedule and target-network
 syncs. What differs is the module (:mod:`.module`: item values, choice model, slate optimiser)
-and the loss (:mod:`.learner`). Settings beyond DQN's: ``slate_optimizer`` (exact | top_k |
-greedy, :mod:`.slate_value`) and ``choice_lr``.
+and the loss (:mod:`.learner`). Settings beyond DQN's: ``slate_optimizer`` (auto | exact |
+top_k | greedy, :mod:`.slate_value`) and ``choice_lr``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class SlateQConfig(DQNConfig):
 
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or SlateQ)
-        self.slate_optimizer = "exact"
+        self.slate_optimizer = "auto"
         self.choice_lr = 1e-3
         self.lr = 1e-3
         self.gamma = 0.99

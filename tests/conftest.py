@@ -1,0 +1,44 @@
+"""Shared fixtures: one light local Ray for every in-process test of the session, config composition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def compose_config(*overrides: str) -> dict:
+    """Compose ``conf/`` with ``overrides`` and validate it exactly as the CLI does: a plain dict."""
+    from hydra import compose, initialize_config_dir
+
+    from recsys_exp.config.schema import register_configs
+    from recsys_exp.config.validate import check_schema, check_semantics
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    c = check_schema(cfg)
+    check_semantics(c)
+    return c
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One light local Ray (2 CPUs, no dashboard) shared by all in-process tests."""
+    import ray
+    import torch
+
+    from recsys_exp.envs.rllib import register_envs
+
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=200 * 1024 ** 2)
+    register_envs()
+    yield
+    ray.shutdown()
