@@ -38,6 +38,8 @@ class SlateQLearner(DQNTorchLearner):
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         m = self.module[module_id].unwrapped()
+        # Refresh the input statistics for the next forward passes (this one already ran).
+        m.update_feature_statistics(batch[Columns.OBS])
         obs, next_obs = batch[Columns.OBS], batch[Columns.NEXT_OBS]
         slates = m.slates_from_actions(batch[Columns.ACTIONS])  # (B, K)
         clicks = m.clicks(next_obs)  # (B, K): the response to this step's slate

@@ -30,7 +30,8 @@ import torch
 
 OPTIMIZERS = ("auto", "exact", "top_k", "greedy")
 MAX_EXACT_SLATES = 20_000
-AUTO_EXACT_SLATES = 1_000  # "auto": exact up to this many ordered slates (10-2: 90, 20-2: 380), else greedy
+AUTO_EXACT_SLATES = 1_000
+LOGIT_FLOOR = 80.0  # "auto": exact up to this many ordered slates (10-2: 90, 20-2: 380), else greedy
 
 
 def resolve_optimizer(method: str, num_candidates: int, slate_size: int) -> str:
@@ -77,9 +78,13 @@ def optimize_slate(method: str, q: torch.Tensor, q_null: torch.Tensor, logits: t
         best = values.argmax(-1)
         return slates[best], values.gather(1, best[:, None])[:, 0]
     order = _positions_by_bias(position_bias)
-    # Values are ratios of exp-weights: shift every logit by one per-user constant against overflow.
+    # Values are ratios of exp-weights: shift every logit by one per-user constant against overflow,
+    # and floor the shifted logits so no weight underflows to 0 (0/0 would make a NaN value that
+    # argmax prefers). exp(-80) ~ 1e-35 is still a normal float32; items that far below the best
+    # keep their order by Q̄ and change a slate's value by a negligible amount.
     shift = torch.maximum(logits.max(-1).values + position_bias.max(), null_logit)
-    logits, null_logit = logits - shift[:, None], null_logit - shift
+    logits = (logits - shift[:, None]).clamp_min(-LOGIT_FLOOR)
+    null_logit = (null_logit - shift).clamp_min(-LOGIT_FLOOR)
     if method == "top_k":
         items = (logits.exp() * q).topk(slate_size, dim=-1).indices  # best first
         slate = torch.empty_like(items)
@@ -91,7 +96,7 @@ def optimize_slate(method: str, q: torch.Tensor, q_null: torch.Tensor, logits: t
         den = null_logit.exp()
         taken = torch.zeros(b, n, dtype=torch.bool)
         for pos in order.tolist():
-            w = (logits + position_bias[pos]).exp()  # (B, N)
+            w = (logits + position_bias[pos]).clamp_min(-LOGIT_FLOOR).exp()  # (B, N), <= 1 after the shift
             value = (num[:, None] + w * q) / (den[:, None] + w)
             item = value.masked_fill(taken, -math.inf).argmax(-1)
             slate[:, pos] = item
