@@ -97,7 +97,7 @@ def test_discovery_finds_groups_and_presets():
 def test_default_config_validates():
     cfg, choices = compose_cfg([])
     config = validate(cfg, choices)
-    assert config["algo"]["name"] == "ppo" and config["exploration"]["type"] == "none"
+    assert config["algo"]["name"] == "slateq" and config["exploration"]["type"] == "epsilon_greedy"
     assert config["env"]["name"] == "interest_evolution"
     assert "experiment" not in choices  # presets stay out of the defaults list
 
@@ -246,7 +246,7 @@ def test_team_preset_on_searchpath(tmp_path):
     assert cfg["seed"] == 1234
     assert cfg["eval"]["episodes"] == 17
     assert cfg["algo"]["training"]["lr"] == pytest.approx(0.00042)
-    assert cfg["algo"]["training"]["gamma"] == pytest.approx(0.99)  # the rest of algo/ppo stays
+    assert cfg["algo"]["training"]["gamma"] == pytest.approx(0.99)  # the rest of algo/slateq stays
     assert cfg["env"]["name"] == "long_term_satisfaction"
     assert cfg["model"]["hidden_sizes"] == [64, 64]
     # The printed config is a complete, valid job config.
@@ -268,7 +268,7 @@ def test_cfg_job_imports_neither_rllib_nor_torch(tmp_path):
     assert "hydra" in modules and "omegaconf" in modules  # the import log was parsed
     heavy = sorted(m for m in modules if m in ("ray", "torch") or m.startswith(("ray.", "torch.")))
     assert not heavy, f"--cfg job imported {heavy[:10]}"
-    assert yaml.safe_load(proc.stdout)["algo"]["name"] == "ppo"
+    assert yaml.safe_load(proc.stdout)["algo"]["name"] == "slateq"
 
 
 # ---------------------------------------------------------------------------------------------

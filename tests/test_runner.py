@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["+experiment=quick", "algo.training.train_batch_size_per_learner=500",
+TINY = ["+experiment=quick", "algo=ppo", "algo.training.train_batch_size_per_learner=500",
         "algo.training.minibatch_size=100", "algo.training.num_epochs=1", "eval.episodes=8", "eval.num_envs=8"]
 
 
