@@ -26,7 +26,7 @@ class SlateQConfig(DQNConfig):
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or SlateQ)
         self.slate_optimizer = "auto"
-        self.choice_lr = 1e-3
+        self.choice_lr = 1e-2
         self.lr = 1e-3
         self.gamma = 0.99
         self.double_q = True
