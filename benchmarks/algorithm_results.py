@@ -34,16 +34,18 @@ from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Setting -> (label, env overrides, budget for the algorithms that learn long-term value).
+# Setting -> (label, env overrides, SlateQ / PPO budget, overrides of the learning algorithms).
+# On Long-Term Satisfaction satisfaction remembers ~3 steps (memory_discount 0.7): gamma 0.9.
 SETTINGS = {
-    "iev_10_2": ("Interest Evolution, 10 candidates, slate 2", ["env=interest_evolution"], 100_000),
+    "lts_tutorial": ("Tutorial LTS (modified, 20 candidates, slate 2, satisfaction observed)",
+                     ["env=long_term_satisfaction_tutorial"], 200_000, ["algo.training.gamma=0.9"]),
+    "iev_10_2": ("Interest Evolution, 10 candidates, slate 2", ["env=interest_evolution"], 100_000, []),
     "lts_50_2": ("Long-Term Satisfaction, 50 candidates, slate 2",
-                 ["env=long_term_satisfaction", "env.num_candidates=50"], 200_000),
-    "lts_tutorial": ("Tutorial LTS (modified, 20 candidates, slate 2)", ["env=long_term_satisfaction_tutorial"],
-                     100_000),
+                 ["env=long_term_satisfaction", "env.num_candidates=50"], 200_000, ["algo.training.gamma=0.9"]),
 }
 ALGOS = ("random", "greedy", "lin_ucb", "lin_ts", "slateq", "dqn", "ppo")
 BANDIT_BUDGET = 50_000  # the budget for lin_ucb / lin_ts
+DQN_BUDGET = 50_000  # RLlib's DQN over N**K flat actions: a generic comparison, kept short (slowest learner)
 BASELINE_BUDGET = 2_000  # random / greedy do not learn: a token training run, then the evaluation
 
 
@@ -53,6 +55,8 @@ def budget(setting: str, algo: str) -> int:
         return BASELINE_BUDGET
     if algo in ("lin_ucb", "lin_ts"):
         return BANDIT_BUDGET
+    if algo == "dqn":
+        return DQN_BUDGET
     return SETTINGS[setting][2]
 
 
@@ -61,6 +65,8 @@ def overrides(setting: str, algo: str, seed: int, eval_episodes: int, run_dir: P
     extra = []
     if algo == "greedy" and setting.startswith("lts"):
         extra = ["algo.training.score=feature", "algo.training.feature_index=0"]  # highest clickbait first
+    if algo in ("slateq", "dqn", "ppo"):
+        extra = list(SETTINGS[setting][3])
     return [f"algo={algo}", *SETTINGS[setting][1], f"seed={seed}", f"stop.timesteps={budget(setting, algo)}",
             f"eval.episodes={eval_episodes}", "logger.mode=disabled", "progress=false",
             "checkpoint.frequency=0", f"hydra.run.dir={run_dir}", *extra]
