@@ -35,8 +35,9 @@ class GreedySlateModule(SlatePolicyModule):
             s = (self.user(obs)[:, None, :] * docs).sum(-1)
         else:
             s = docs[..., self.feature_index]
-        # A tiny random tie-break: many candidates share a score (e.g. the same cluster).
-        return self.sign * s + 1e-6 * torch.rand_like(s)
+        # Ties (e.g. candidates of the same cluster) go to the lower index: candidates are drawn
+        # i.i.d., so this favours no kind of document, and the policy stays deterministic.
+        return self.sign * s
 
     def greedy_slate(self, obs):
         return top_k_slate(self.item_scores(obs), self.slate_size)
