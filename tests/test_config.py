@@ -345,3 +345,18 @@ def test_apply_overrides_switches_to_plain_lts():
     assert result["env"]["params"] == {}  # the tutorial's constants do not leak into the new option
     assert result["env"]["num_candidates"] == 10
     check_semantics(check_schema(result))
+
+
+def test_tutorial_preset_sweeps_four_algorithms_over_five_seeds():
+    """``-m +experiment=tutorial_lts`` expands to random/lin_ucb/lin_ts/slateq x seeds 0-4, and every
+    combination validates (gamma from the preset is accepted by the bandits too)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=tutorial_lts"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    algos, seeds = params["algo"].split(","), [int(s) for s in params["seed"].split(",")]
+    assert algos == ["random", "lin_ucb", "lin_ts", "slateq"] and seeds == [0, 1, 2, 3, 4]
+    for algo in algos:
+        config = validate(*compose_cfg(["+experiment=tutorial_lts", f"algo={algo}", "seed=4"]))
+        assert config["env"]["params"]["observe_satisfaction"] is True
+        assert config["env"]["num_candidates"] == 20 and config["stop"]["timesteps"] == 200_000
+        assert config["algo"]["name"] == algo and config["algo"]["training"]["gamma"] == 0.9
