@@ -934,8 +934,9 @@ PARAM_CLASSES = {IEV: iev.InterestEvolutionParams, LTS: lts.LongTermSatisfaction
 def test_env_param_names_and_original_defaults(name):
     names = env_param_names(name)
     assert isinstance(names, tuple)
-    expected = set(SPEC_DEFAULTS[name]) | ({"cluster_means"} if name == IEV else set())
-    assert set(names) == expected
+    # Beyond the original's constants: IEv's cluster means, LTS's tutorial-style satisfaction observation.
+    extra = {IEV: {"cluster_means"}, LTS: {"observe_satisfaction"}}.get(name, set())
+    assert set(names) == set(SPEC_DEFAULTS[name]) | extra
     defaults = PARAM_CLASSES[name]()
     for key, value in SPEC_DEFAULTS[name].items():
         np.testing.assert_allclose(getattr(defaults, key), value, rtol=1e-12, err_msg=key)
@@ -1168,3 +1169,22 @@ def test_register_envs_with_tune_registry():
         assert isinstance(venv, gym.vector.VectorEnv) and venv.num_envs == 3
         obs, _ = venv.reset(seed=0)
         assert venv.observation_space.contains(obs)
+
+
+def test_lts_observe_satisfaction_exposes_the_current_satisfaction():
+    """The 2022 tutorial's wrapper: obs["user"] = SAT = sigmoid(sensitivity * NPE) after the transition;
+    off by default (RecSim's LTS user state is latent), and the reference backend refuses it."""
+    assert make_vector_env(LTS, num_envs=2, seed=0).single_observation_space["user"].shape == (0,)
+    env = make_vector_env(LTS, num_envs=4, seed=3, sensitivity=0.058, observe_satisfaction=True)
+    assert env.single_observation_space["user"] == gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    obs, _ = env.reset(seed=3)
+    seen = [obs["user"][:, 0].copy()]
+    for _ in range(3):
+        obs, *_ = env.step(np.zeros((4, 2), dtype=np.int64))  # always the first candidate
+        seen.append(obs["user"][:, 0].copy())
+    npe = env.core.users["npe"]
+    np.testing.assert_allclose(seen[-1], 1.0 / (1.0 + np.exp(-0.058 * npe)), rtol=1e-6)
+    assert all(((s > 0.0) & (s < 1.0)).all() for s in seen)
+    assert not np.allclose(seen[0], seen[-1])  # satisfaction moves with what is recommended
+    with pytest.raises(ValueError, match="observe_satisfaction=True is the 2022 tutorial's wrapper"):
+        make_env(LTS, backend="recsim", observe_satisfaction=True)
