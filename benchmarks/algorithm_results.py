@@ -35,10 +35,12 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 
 # Setting -> (label, env overrides, SlateQ / PPO budget, overrides of the learning algorithms).
-# On Long-Term Satisfaction satisfaction remembers ~3 steps (memory_discount 0.7): gamma 0.9.
+# Long-Term Satisfaction: satisfaction remembers ~3 steps (memory_discount 0.7), so a shorter horizon
+# than the default 0.99 suffices; on the tutorial env the gamma-optimal policy (value iteration on the
+# true model) returns 1175 at gamma 0.9 but 1189 at 0.95, hence 0.95 there.
 SETTINGS = {
     "lts_tutorial": ("Tutorial LTS (modified, 20 candidates, slate 2, satisfaction observed)",
-                     ["env=long_term_satisfaction_tutorial"], 200_000, ["algo.training.gamma=0.9"]),
+                     ["env=long_term_satisfaction_tutorial"], 200_000, ["algo.training.gamma=0.95"]),
     "iev_10_2": ("Interest Evolution, 10 candidates, slate 2", ["env=interest_evolution"], 100_000, []),
     "lts_50_2": ("Long-Term Satisfaction, 50 candidates, slate 2",
                  ["env=long_term_satisfaction", "env.num_candidates=50"], 200_000, ["algo.training.gamma=0.9"]),

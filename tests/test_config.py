@@ -359,4 +359,4 @@ def test_tutorial_preset_sweeps_four_algorithms_over_five_seeds():
         config = validate(*compose_cfg(["+experiment=tutorial_lts", f"algo={algo}", "seed=4"]))
         assert config["env"]["params"]["observe_satisfaction"] is True
         assert config["env"]["num_candidates"] == 20 and config["stop"]["timesteps"] == 200_000
-        assert config["algo"]["name"] == algo and config["algo"]["training"]["gamma"] == 0.9
+        assert config["algo"]["name"] == algo and config["algo"]["training"]["gamma"] == 0.95
