@@ -648,3 +648,27 @@ def test_greedy_feature_ascending_picks_the_least_clickbait():
     descending = make_module("greedy", space, score="feature", feature_index=0, descending=True)
     np.testing.assert_array_equal(descending.forward_inference({"obs": flat})["actions"].numpy(),
                                   np.argsort(-obs["doc"][..., 0], axis=-1)[:, :3])
+
+
+@pytest.mark.parametrize("embedding_size", [None, 4])
+def test_choice_model_logits_match_their_formula(embedding_size):
+    """ℓ(s, i) = userᵀW doc_i + wᵀdoc_i + c, with W = P_uᵀP_d when model.embedding_size is set;
+    ℓ_⊥(s) = w_⊥ᵀuser + c_⊥. Random weights so that every term contributes."""
+    from recsys_exp.algorithms.slateq.module import ChoiceModel
+
+    torch.manual_seed(0)
+    model = ChoiceModel(user_dim=3, doc_dim=5, slate_size=2, embedding_size=embedding_size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    user, docs = torch.randn(4, 3), torch.randn(4, 6, 5)
+    logits, null_logit = model(user, docs)
+    if embedding_size:
+        w = model.user_embedding.weight.T @ model.doc_embedding.weight  # (U, D)
+        assert not hasattr(model, "interaction")
+    else:
+        w = model.interaction
+    expected = torch.einsum("bu,ud,bnd->bn", user, w, docs) + docs @ model.doc_term.weight[0] + model.doc_term.bias
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(null_logit, user @ model.null_weight + model.null_bias)
+    assert logits.shape == (4, 6) and null_logit.shape == (4,)
