@@ -44,7 +44,7 @@ SETTINGS = {
                      ["env=long_term_satisfaction_tutorial"], 200_000, ["algo.training.gamma=0.95"],
                      ["algo=slateq_steady"]),
     "iev_10_2": ("Interest Evolution, 10 candidates, slate 2", ["env=interest_evolution"], 100_000, [],
-                 ["algo=slateq", "model=mlp"]),  # as +experiment=iev_slateq: the (256, 256) network
+                 ["algo=slateq"]),
     "lts_50_2": ("Long-Term Satisfaction, 50 candidates, slate 2",
                  ["env=long_term_satisfaction", "env.num_candidates=50"], 200_000, ["algo.training.gamma=0.9"],
                  ["algo=slateq"]),
@@ -73,8 +73,8 @@ def overrides(setting: str, algo: str, seed: int, eval_episodes: int, run_dir: P
         extra = ["algo.training.score=feature", "algo.training.feature_index=0"]  # highest clickbait first
     if algo in ("slateq", "dqn", "ppo"):
         extra = list(SETTINGS[setting][3])
-    algo_options = SETTINGS[setting][4] if algo == "slateq" else [f"algo={algo}"]
-    return [*algo_options, *SETTINGS[setting][1], f"seed={seed}", f"stop.timesteps={budget(setting, algo)}",
+    algo_option = SETTINGS[setting][4][0] if algo == "slateq" else f"algo={algo}"
+    return [algo_option, *SETTINGS[setting][1], f"seed={seed}", f"stop.timesteps={budget(setting, algo)}",
             f"eval.episodes={eval_episodes}", "logger.mode=disabled", "progress=false",
             "checkpoint.frequency=0", f"hydra.run.dir={run_dir}", *extra]
 
