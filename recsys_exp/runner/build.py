@@ -47,19 +47,26 @@ def _call(config, method: str, key: str, kwargs: dict[str, Any]):
         raise ConfigError(f"{key}.{bad}: not a parameter of {type(config).__name__}.{method}()") from None
 
 
+def epsilon_schedule(ex: dict[str, Any]) -> list[tuple[int, float]] | None:
+    """The linear epsilon decay ``[(0, initial), (epsilon_timesteps, final)]``, or None unless epsilon_greedy."""
+    if ex["type"] != "epsilon_greedy":
+        return None
+    return [(0, ex["initial_epsilon"]), (ex["epsilon_timesteps"], ex["final_epsilon"])]
+
+
 def exploration_settings(c: dict[str, Any], config) -> dict[str, Any]:
     """``training()`` keywords that carry the ``exploration`` group into the algorithm."""
     ex, info = c["exploration"], ALGORITHMS[c["algo"]["name"]]
-    schedule = [(0, ex["initial_epsilon"]), (ex["epsilon_timesteps"], ex["final_epsilon"])]
+    schedule = epsilon_schedule(ex)
     if info.slate_policy:
         settings: dict[str, Any] = {}
         if "exploration_mode" in vars(config):  # the linear bandits
             settings["exploration_mode"] = {"ucb": "ucb", "thompson": "thompson"}.get(ex["type"], "none")
             settings["alpha"], settings["posterior_scale"] = ex["alpha"], ex["scale"]
         if "epsilon" in vars(config):  # SlateQ (a DQN config)
-            settings["epsilon"] = schedule if ex["type"] == "epsilon_greedy" else [(0, 0.0)]
+            settings["epsilon"] = schedule or [(0, 0.0)]
         return settings
-    if ex["type"] == "epsilon_greedy":
+    if schedule:
         return {"epsilon": schedule}
     if "epsilon" in vars(config):  # DQN with exploration=none: act greedily
         return {"epsilon": [(0, 0.0)]}
@@ -71,13 +78,10 @@ def slate_model_config(c: dict[str, Any]) -> dict[str, Any]:
     from recsys_exp.algorithms.slate_view import slate_layout
     from recsys_exp.config.validate import env_observation_space
 
-    model, ex = c["model"], c["exploration"]
-    epsilon = None
-    if ex["type"] == "epsilon_greedy":
-        epsilon = [(0, ex["initial_epsilon"]), (ex["epsilon_timesteps"], ex["final_epsilon"])]
+    model = c["model"]
     return {"hidden_sizes": list(model["hidden_sizes"]), "activation": model["activation"],
             "embedding_size": model["embedding_size"], "slate_layout": slate_layout(env_observation_space(c)),
-            "epsilon": epsilon}
+            "epsilon": epsilon_schedule(c["exploration"])}
 
 
 def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = None):
