@@ -42,3 +42,16 @@ def ray_session():
     register_envs()
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def logged_iev(tmp_path_factory) -> Path:
+    """A small logged dataset of the default env (IEv 10-2): greedy-by-affinity with ε = 0.5,
+    a few sessions recorded by ``mode=record``'s recorder (no Ray)."""
+    from recsys_exp.offline.recorder import record
+
+    c = compose_config("algo=greedy", "exploration=epsilon_greedy", "exploration.initial_epsilon=0.5",
+                       "exploration.final_epsilon=0.5", "offline.record_steps=1500", "offline.record_num_envs=20")
+    out = tmp_path_factory.mktemp("logged") / "iev"
+    record(c, out)
+    return out

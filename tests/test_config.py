@@ -103,9 +103,14 @@ def test_default_config_validates():
 
 
 @pytest.mark.parametrize(("group", "option"), group_options(), ids=lambda x: x)
-def test_group_option_composes_and_validates(group, option):
+def test_group_option_composes_and_validates(group, option, logged_iev):
     overrides = [f"{group}={option}"]
+    if (group, option) == ("offline", "logged"):  # logged data for an offline algorithm
+        overrides.insert(0, "algo=bc")
     cfg, choices = compose_cfg(overrides)
+    if ALGORITHMS[cfg.algo.name].offline:  # offline algorithms need logged data
+        overrides.append(f"offline.path={logged_iev}")
+        cfg, choices = compose_cfg(overrides)
     if group == "exploration" and cfg.exploration.type not in ALGORITHMS[cfg.algo.name].explorations:
         # An exploration the default algorithm does not support: pair it with one that does.
         algos = [name for name, info in ALGORITHMS.items()

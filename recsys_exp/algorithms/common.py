@@ -6,8 +6,9 @@ A slate is an ordered tuple of K distinct candidate indices, shape (B, K). Modul
 ``MultiDiscrete([N]*K)`` action or, when the env flattens slates, as the little-endian index
 ``Σ_k slate[k]·N^k`` of ``Discrete(N**K)`` (``recsys_exp.envs.wrappers.decode_flat_slate``).
 They also emit ``Columns.ACTION_LOGP``, the log-probability of the emitted slate under the
-behaviour policy where it has one (NaN where it has none, e.g. Thompson sampling), so logged
-data can be used for off-policy evaluation.
+behaviour policy where it has one (NaN where it has none, e.g. Thompson sampling), and
+``SLOT_LOGP`` (B, K), the log marginal probability that slot k shows the item it shows, so
+logged data can be used for off-policy evaluation (whole-slate and per-slot estimators).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS
 from ray.rllib.utils.schedules.scheduler import Scheduler
+
+
+SLOT_LOGP = "slot_logp"  # extra model output: (B, K) log P(slot k shows slate[k] | s)
 
 
 def num_ordered_slates(num_candidates: int, slate_size: int) -> int:
@@ -105,30 +109,41 @@ class SlatePolicyModule(TorchRLModule):
         """(slate, log-probability or None if it is the greedy slate) while training."""
         return self.greedy_slate(obs), None
 
-    def _output(self, slate: torch.Tensor, logp: torch.Tensor) -> dict[str, Any]:
+    def slot_logp(self, slate: torch.Tensor, logp: torch.Tensor | None) -> torch.Tensor:
+        """(B, K) log P(slot k shows slate[k]) of the policy's own choice (before ε-mixing):
+        0 for a deterministic choice (``logp`` None), NaN when unknown; subclasses refine it."""
+        if logp is None:
+            return torch.zeros(slate.shape, dtype=torch.float32)
+        return torch.full(slate.shape, float("nan"))
+
+    def _output(self, slate: torch.Tensor, logp: torch.Tensor, slot_logp: torch.Tensor) -> dict[str, Any]:
         actions = encode_flat_slate(slate, self.num_candidates) if self.flat_actions else slate
-        return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp.float()}
+        return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp.float(), SLOT_LOGP: slot_logp.float()}
 
     def _forward_inference(self, batch, **kwargs):
         with torch.no_grad():
             slate = self.greedy_slate(batch[Columns.OBS])
-        return self._output(slate, torch.zeros(slate.shape[0]))
+        return self._output(slate, torch.zeros(slate.shape[0]), torch.zeros(slate.shape))
 
     def _forward_exploration(self, batch, t=0, **kwargs):
         with torch.no_grad():
             obs = batch[Columns.OBS]
             slate, logp = self.explore_slate(obs, t)
+            slot_logp = self.slot_logp(slate, logp)
             if logp is None:
                 logp = torch.zeros(slate.shape[0])
             if self.epsilon_schedule is not None:
                 self.epsilon_schedule.update(t)
                 epsilon = float(self.epsilon_schedule.get_current_value())
                 if epsilon > 0.0:
-                    slate, logp = self._epsilon_mix(slate, logp, epsilon)
-        return self._output(slate, logp)
+                    slate, logp, slot_logp = self._epsilon_mix(slate, logp, slot_logp, epsilon)
+        return self._output(slate, logp, slot_logp)
 
-    def _epsilon_mix(self, slate, logp, epsilon):
-        """Replace each slate by a uniform random one with probability ε; return (slate, log P(slate))."""
+    def _epsilon_mix(self, slate, logp, slot_logp, epsilon):
+        """Replace each slate by a uniform random one with probability ε.
+
+        Returns (slate, log P(slate), log P(slot k shows slate[k])) of the mixture.
+        """
         b = slate.shape[0]
         uniform = random_slate(b, self.num_candidates, self.slate_size)
         explore = torch.rand(b) < epsilon
@@ -138,7 +153,10 @@ class SlatePolicyModule(TorchRLModule):
         # the policy's own choice (exact for deterministic policies), 0 elsewhere.
         same = (mixed == slate).all(-1)
         p = epsilon * p_uniform + (1.0 - epsilon) * same.float() * logp.exp()
-        return mixed, p.log()
+        # Per slot: a uniform ordered slate shows any given item in slot k with probability 1/N.
+        same_slot = (mixed == slate).float()
+        p_slot = epsilon / self.num_candidates + (1.0 - epsilon) * same_slot * slot_logp.exp()
+        return mixed, p.log(), p_slot.log()
 
     def _forward_train(self, batch, **kwargs):
         return {}

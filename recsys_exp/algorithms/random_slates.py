@@ -6,6 +6,8 @@ candidate. The behaviour probability of every slate is (N-K)!/N!, logged as ``ac
 
 from __future__ import annotations
 
+import math
+
 import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -25,6 +27,9 @@ class RandomSlateModule(SlatePolicyModule):
     def explore_slate(self, obs, t):
         slate = self.greedy_slate(obs)
         return slate, torch.full((slate.shape[0],), -self.log_num_slates)
+
+    def slot_logp(self, slate, logp):
+        return torch.full(slate.shape, -math.log(self.num_candidates))
 
 
 class RandomSlateConfig(AlgorithmConfig):

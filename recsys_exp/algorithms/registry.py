@@ -15,6 +15,7 @@ class AlgoInfo:
     discrete_actions_only: bool  # needs Discrete actions (slates must be flattened)
     explorations: tuple[str, ...]  # allowed exploration.type values
     slate_policy: bool = False  # a recsys_exp slate module: reads the slate layout of the observation
+    offline: bool = False  # learns from logged data (offline.path), not from the simulator
 
     def load_config_class(self) -> type:
         """Import and return the ``AlgorithmConfig`` subclass (imports RLlib)."""
@@ -33,4 +34,11 @@ ALGORITHMS: dict[str, AlgoInfo] = {
     "slateq": AlgoInfo("slateq", f"{_PKG}.slateq:SlateQConfig", False, ("epsilon_greedy", "none"), True),
     "dqn": AlgoInfo("dqn", "ray.rllib.algorithms.dqn:DQNConfig", True, ("epsilon_greedy", "none")),
     "ppo": AlgoInfo("ppo", "ray.rllib.algorithms.ppo:PPOConfig", False, ("none",)),
+    # Offline: RLlib's BC / MARWIL and discrete CQL, trained on logged data (recsys_exp.offline.training).
+    "bc": AlgoInfo("bc", "recsys_exp.offline.training:LoggedBCConfig", False, ("none",), offline=True),
+    "marwil": AlgoInfo("marwil", "recsys_exp.offline.training:LoggedMARWILConfig", False, ("none",), offline=True),
+    "cql": AlgoInfo("cql", "recsys_exp.offline.training:LoggedCQLConfig", False, ("none", "epsilon_greedy"),
+                    True, offline=True),
+    "cql_dqn": AlgoInfo("cql_dqn", "recsys_exp.offline.training:LoggedCQLDQNConfig", True,
+                        ("none", "epsilon_greedy"), offline=True),
 }

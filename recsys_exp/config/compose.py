@@ -42,6 +42,9 @@ def apply_overrides(saved: dict[str, Any], composed: DictConfig, overrides: list
         if key in GROUPS:  # switch a whole group to the freshly composed option
             merged[key] = composed[key]
             choices[key] = str(ov.value())
+            if key == "offline" and composed.offline.name not in ("none", "logged"):
+                merged["algo"] = composed["algo"]  # offline=bc|marwil|cql also chooses the algorithm
+                choices["algo"] = composed.offline.name
             continue
         OmegaConf.update(merged, key, OmegaConf.select(composed, key), force_add=True)
     merged["choices"] = choices

@@ -73,10 +73,21 @@ class TuneConfig:
 
 @dataclass
 class OfflineConfig:
-    """Logged-data settings (offline RL); ``none`` = online training."""
+    """Logged data: where it is, how ``mode=record`` writes it, how off-policy evaluation reads it.
+
+    ``none`` = online training; ``logged`` (or ``bc`` / ``marwil`` / ``cql``, which also choose the
+    algorithm) trains from ``path``. ``mode=evaluate`` with a ``path`` adds ope.json.
+    """
 
     name: str = "none"
-    path: Optional[str] = None
+    path: Optional[str] = None  # Parquet file or dir (mode=record: where to write; default <run dir>/data)
+    record_steps: int = 50_000  # mode=record: log at least this many steps (complete sessions)
+    record_num_envs: int = 100  # mode=record: users simulated in parallel
+    target: str = "greedy"  # OPE target: greedy (the policy as served) | explore (with its exploration)
+    estimators: List[str] = field(default_factory=lambda: ["ips", "snips", "dm", "dr", "iips"])
+    bootstrap: int = 1000  # bootstrap resamples (over sessions) for the 95% intervals
+    gamma: float = 1.0  # discount of the estimated return (1 = the session return); < 1 tames IS weights
+    fqe_iterations: Optional[int] = None  # fitted Q evaluation (dm, dr) refreshes; null = the horizon
 
 
 @dataclass
@@ -146,7 +157,7 @@ class Config:
     serve: ServeConfig = MISSING
     logger: LoggerConfig = MISSING
     seed: int = 0
-    mode: str = "train"  # train | evaluate
+    mode: str = "train"  # train | evaluate | record
     restore: Optional[str] = None  # a run dir or checkpoint dir to start from
     resume: bool = False  # continue the interrupted run in hydra.run.dir
     stop: StopConfig = field(default_factory=StopConfig)

@@ -16,8 +16,10 @@ from omegaconf.errors import OmegaConfBaseException
 from recsys_exp.algorithms.registry import ALGORITHMS
 from recsys_exp.config.schema import Config
 
-MODES = ("train", "evaluate")
+MODES = ("train", "evaluate", "record")
 LOGGER_MODES = ("offline", "online", "disabled")
+OFFLINE_NAMES = ("none", "logged", "bc", "marwil", "cql")
+OPE_ESTIMATORS = ("ips", "snips", "dm", "dr", "iips")
 ACTIVATIONS = ("relu", "tanh", "swish", "silu", "elu", "linear")
 EXPLORATIONS = ("none", "epsilon_greedy", "ucb", "thompson")
 MAX_FLAT_ACTIONS = 100_000
@@ -108,6 +110,55 @@ def check_algo_env(c: dict[str, Any]) -> None:
         _require(score in ("affinity", "feature"), "algo.training.score", score, "allowed: affinity, feature")
 
 
+def check_offline(c: dict[str, Any], info) -> None:
+    """The offline group against the mode and algorithm; the data's sizes against the env."""
+    off, mode, name = c["offline"], c["mode"], c["algo"]["name"]
+    _require(off["name"] in OFFLINE_NAMES, "offline.name", off["name"], f"allowed: {', '.join(OFFLINE_NAMES)}")
+    offline_algos = ", ".join(a for a, i in ALGORITHMS.items() if i.offline)
+    if mode == "train" and info.offline and not off["path"]:
+        raise ConfigError(f"offline.path: algo={name} learns from logged data; set offline.path=<Parquet file or dir> "
+                          f"(record some with mode=record)")
+    if mode == "train" and not info.offline and (off["path"] or off["name"] != "none"):
+        key = f"offline.path={off['path']}" if off["path"] else f"offline={off['name']}"
+        raise ConfigError(f"{key}: algo={name} trains in the simulator; "
+                          f"algorithms that learn from logged data: {offline_algos}")
+    _positive(c, "offline.record_steps")
+    _positive(c, "offline.record_num_envs")
+    _require(off["target"] in ("greedy", "explore"), "offline.target", off["target"], "allowed: greedy, explore")
+    bad = [e for e in off["estimators"] if e not in OPE_ESTIMATORS]
+    _require(not bad and len(off["estimators"]) > 0, "offline.estimators", off["estimators"],
+             f"allowed: a non-empty list of {', '.join(OPE_ESTIMATORS)}")
+    _require(off["bootstrap"] >= 0, "offline.bootstrap", off["bootstrap"], "must be >= 0 (0 = no interval)")
+    _require(0.0 <= off["gamma"] <= 1.0, "offline.gamma", off["gamma"], "must be in [0, 1]")
+    _positive(c, "offline.fqe_iterations", allow_none=True)
+    if off["path"] and mode in ("train", "evaluate"):
+        check_logged_data(c)
+
+
+def check_logged_data(c: dict[str, Any]) -> None:
+    """``offline.path`` exists, holds logged data, and its sizes fit the env (reads file metadata only)."""
+    import pyarrow.parquet as pq
+
+    from recsys_exp.offline.schema import data_files, read_meta
+
+    path = c["offline"]["path"]
+    try:
+        first = data_files(path)[0]
+        meta = read_meta(pq.read_schema(first))
+    except (FileNotFoundError, OSError) as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    if not meta:
+        raise ConfigError(f"offline.path={path}: {first} has no recsys_exp metadata (write data with mode=record "
+                          f"or python -m recsys_exp.offline.jsonl)")
+    env = c["env"]
+    space = env_observation_space(c)
+    want = {"num_candidates": env["num_candidates"], "slate_size": env["slate_size"],
+            "user_dim": int(space["user"].shape[0]), "doc_dim": int(space["doc"].shape[1])}
+    bad = [f"{k} {meta.get(k)} (env={env['name']}: {v})" for k, v in want.items() if meta.get(k) != v]
+    if bad:
+        raise ConfigError(f"offline.path={path}: the logged data does not fit the env: {', '.join(bad)}")
+
+
 def check_semantics(c: dict[str, Any]) -> None:
     """Ranges and combinations the types cannot express."""
     _require(c["mode"] in MODES, "mode", c["mode"], f"allowed: {', '.join(MODES)}")
@@ -157,7 +208,7 @@ def check_semantics(c: dict[str, Any]) -> None:
     _positive(c, "tune.max_concurrent_trials", allow_none=True)
     _require(tune["name"] == "none" and not tune["search_space"], "tune.search_space", tune["search_space"],
              "search spaces are not supported yet (tune=none only)")
-    _require(c["offline"]["name"] == "none", "offline.name", c["offline"]["name"], "allowed: none")
+    check_offline(c, info)
     _require(c["serve"]["name"] == "none", "serve.name", c["serve"]["name"], "allowed: none")
     _require(c["logger"]["mode"] in LOGGER_MODES, "logger.mode", c["logger"]["mode"],
              f"allowed: {', '.join(LOGGER_MODES)}")

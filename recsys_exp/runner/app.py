@@ -51,7 +51,13 @@ def run(cfg: DictConfig) -> float | None:
             raise
         print(f"recsys_exp: config error: {e}", file=sys.stderr)
         sys.exit(2)
-    return execute(c, run_dir, overrides, built)
+    try:
+        return execute(c, run_dir, overrides, built)
+    except ConfigError as e:  # found while running (e.g. logged data the estimators cannot use)
+        if multirun:
+            raise
+        print(f"recsys_exp: config error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def build(c: dict[str, Any]):
@@ -86,6 +92,8 @@ def execute(c: dict[str, Any], run_dir: Path, overrides: list[str], built=None) 
             summary = train(c, run_dir, *(built or build(c)))
             result = summary["eval_return_mean"]
             log.info("summary: %s", summary)
+        elif c["mode"] == "record":
+            result = record_data(c, run_dir)
         else:
             result = evaluate(c, run_dir)
     except KeyboardInterrupt:
@@ -101,15 +109,38 @@ def execute(c: dict[str, Any], run_dir: Path, overrides: list[str], built=None) 
 
 
 def evaluate(c: dict[str, Any], run_dir: Path) -> float:
-    """``mode=evaluate``: greedy episodes of the restored checkpoint; writes evaluation.json."""
+    """``mode=evaluate``: greedy episodes of the restored checkpoint (evaluation.json) and, with
+    ``offline.path``, off-policy estimates from that logged data (ope.json)."""
     from recsys_exp.runner.evaluate import evaluate_checkpoint
 
     checkpoint, _ = locate_checkpoint(c["restore"])
+    if c["offline"]["path"]:  # the cheaper, more likely to fail part first
+        from recsys_exp.offline.evaluation import off_policy_evaluation
+
+        ope = off_policy_evaluation(c, checkpoint)
+        atomic_write_json(run_dir / "ope.json", ope)
+        sim = ope["simulated"]
+        print(f"ope (gamma {ope['gamma']}): simulated {sim['value']:.2f} (95% CI {sim['ci95'][0]:.2f}.."
+              f"{sim['ci95'][1]:.2f})", flush=True)
+        for name, est in ope["estimates"].items():
+            print(f"ope {name}: {est['value']:.2f} (95% CI {est['ci95'][0]:.2f}..{est['ci95'][1]:.2f})", flush=True)
     ev = evaluate_checkpoint(c, checkpoint, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
     atomic_write_json(run_dir / "evaluation.json", ev)
     print(f"evaluation: return {ev['episode_return_mean']:.2f} (95% CI {ev['ci95'][0]:.2f}..{ev['ci95'][1]:.2f}) "
           f"over {ev['episodes']} episodes -> {run_dir / 'evaluation.json'}", flush=True)
     return ev["episode_return_mean"]
+
+
+def record_data(c: dict[str, Any], run_dir: Path) -> None:
+    """``mode=record``: log the behaviour policy's steps as Parquet (offline.path or <run dir>/data)."""
+    from recsys_exp.offline.recorder import record as record_steps
+
+    checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
+    out = Path(c["offline"]["path"]).expanduser() if c["offline"]["path"] else run_dir / "data"
+    summary = record_steps(c, out, checkpoint)
+    print(f"recorded {summary['rows']} steps in {summary['episodes']} sessions ({summary['rows_per_s']:.0f} rows/s) "
+          f"-> {out}", flush=True)
+    return None
 
 
 def _shutdown_ray() -> None:

@@ -110,6 +110,10 @@ def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = N
     config = _call(config, "env_runners", "algo.env_runners", runners)
     training = {**exploration_settings(c, config), **algo["training"]}
     config = _call(config, "training", "algo.training", training)
+    if info.offline and c["offline"]["path"]:
+        from pathlib import Path
+
+        config.logged_data_path = str(Path(c["offline"]["path"]).expanduser().resolve())
     if restore_checkpoint:
         config = config.callbacks(on_algorithm_init=functools.partial(load_module_weights, restore_checkpoint))
     try:

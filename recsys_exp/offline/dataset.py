@@ -1,0 +1,217 @@
+"""Reading logged data into numpy, and presenting it to RLlib learners as episodes.
+
+:class:`LoggedData` holds the columns of :mod:`recsys_exp.offline.schema` as arrays, sorted by
+(episode, step). :meth:`LoggedData.observations` rebuilds each step's observation exactly as the
+policy saw it in the simulator — ``user``, ``doc`` and the *previous* step's ``response`` —
+flattened like RLlib's ``FlattenObservations`` connector; :func:`to_episodes` turns rows into
+RLlib ``SingleAgentEpisode`` objects so RLlib's own learners (BC, MARWIL, DQN/SlateQ losses) train
+on them through their usual learner connectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys_exp.offline.schema import REQUIRED, RESPONSE_PREFIX, data_files, read_meta, to_numpy
+
+
+class DataError(ValueError):
+    """Logged data that cannot be used as asked (one line naming file, column or rows)."""
+
+
+@dataclass
+class LoggedData:
+    """Logged steps as numpy arrays, rows sorted by (episode_id, step)."""
+
+    meta: dict[str, Any]
+    episode_id: np.ndarray  # (n,) int64
+    step: np.ndarray  # (n,) int64
+    user: np.ndarray  # (n, U) float32
+    docs: np.ndarray  # (n, N, D) float32
+    slate: np.ndarray  # (n, K) int64
+    click: np.ndarray  # (n,) int64, -1 = none
+    responses: dict[str, np.ndarray]  # field -> (n, K) float32
+    reward: np.ndarray  # (n,) float64
+    terminated: np.ndarray  # (n,) bool
+    truncated: np.ndarray  # (n,) bool
+    propensity: np.ndarray  # (n,) float64, NaN = unknown
+    slot_propensity: np.ndarray  # (n, K) float64, NaN = unknown
+    next_user: np.ndarray  # (n, U) float32, NaN except on last rows
+    next_docs: np.ndarray  # (n, N, D) float32, NaN except on last rows
+    files: list[str] = field(default_factory=list)
+
+    # --- reading ----------------------------------------------------------------------
+    @classmethod
+    def read(cls, path: str | Path) -> "LoggedData":
+        """Read a Parquet file or a directory of them (recursively); checks sizes agree across files."""
+        files = data_files(path)
+        tables, meta = [], None
+        for f in files:
+            table = pq.read_table(f)
+            m = read_meta(table.schema)
+            missing = [c for c in REQUIRED if c not in table.column_names]
+            if missing:
+                raise DataError(f"{f}: missing column(s) {', '.join(missing)} (see the logged-data schema in README)")
+            if not m:
+                raise DataError(f"{f}: no recsys_exp metadata (write data with mode=record or recsys_exp.offline.jsonl)")
+            sizes = {k: m.get(k) for k in ("num_candidates", "slate_size", "user_dim", "doc_dim")}
+            if meta is None:
+                meta = m
+            elif sizes != {k: meta.get(k) for k in sizes}:
+                raise DataError(f"{f}: sizes {sizes} differ from {files[0]}'s "
+                                f"{ {k: meta.get(k) for k in sizes} }")
+            tables.append(table)
+        table = pa.concat_tables(tables, promote_options="default")
+        return cls.from_table(table, meta or {}, [str(f) for f in files])
+
+    @classmethod
+    def from_table(cls, table: pa.Table, meta: dict[str, Any], files: list[str] | None = None) -> "LoggedData":
+        """Arrays of one Arrow table in the logged-data schema."""
+        n_cand, k, u, d = meta["num_candidates"], meta["slate_size"], meta["user_dim"], meta["doc_dim"]
+        col = table.column
+        names = table.column_names
+        ep = col("episode_id").to_numpy().astype(np.int64)
+        st = col("step").to_numpy().astype(np.int64)
+        order = np.lexsort((st, ep))
+        n = len(ep)
+
+        def opt(name, shape, dtype):
+            if name in names:
+                return to_numpy(col(name), shape, dtype)[order]
+            return np.full((n, *shape), np.nan, dtype=dtype)
+
+        responses = {name[len(RESPONSE_PREFIX):]: to_numpy(col(name), (k,), np.float32)[order]
+                     for name in names if name.startswith(RESPONSE_PREFIX)}
+        propensity = (col("propensity").to_numpy(zero_copy_only=False).astype(np.float64)[order]
+                      if "propensity" in names else np.full(n, np.nan))
+        return cls(meta=meta, episode_id=ep[order], step=st[order],
+                   user=to_numpy(col("user"), (u,), np.float32)[order],
+                   docs=to_numpy(col("docs"), (n_cand, d), np.float32)[order],
+                   slate=to_numpy(col("slate"), (k,), np.int64)[order],
+                   click=col("click").to_numpy().astype(np.int64)[order], responses=responses,
+                   reward=col("reward").to_numpy().astype(np.float64)[order],
+                   terminated=col("terminated").to_numpy(zero_copy_only=False)[order],
+                   truncated=col("truncated").to_numpy(zero_copy_only=False)[order],
+                   propensity=propensity, slot_propensity=opt("slot_propensity", (k,), np.float64),
+                   next_user=opt("next_user", (u,), np.float32), next_docs=opt("next_docs", (n_cand, d), np.float32),
+                   files=files or [])
+
+    # --- shape of the data ----------------------------------------------------------------
+    @property
+    def num_rows(self) -> int:
+        return len(self.episode_id)
+
+    @property
+    def num_candidates(self) -> int:
+        return int(self.meta["num_candidates"])
+
+    @property
+    def slate_size(self) -> int:
+        return int(self.meta["slate_size"])
+
+    def first_rows(self) -> np.ndarray:
+        """(n,) True on the first row of each episode."""
+        first = np.ones(self.num_rows, dtype=bool)
+        first[1:] = self.episode_id[1:] != self.episode_id[:-1]
+        return first
+
+    def last_rows(self) -> np.ndarray:
+        """(n,) True on the last row of each episode."""
+        last = np.ones(self.num_rows, dtype=bool)
+        last[:-1] = self.episode_id[1:] != self.episode_id[:-1]
+        return last
+
+    def row_label(self, i: int) -> str:
+        """``row i (episode e, step t)`` for error messages."""
+        return f"row {i} (episode {self.episode_id[i]}, step {self.step[i]})"
+
+    # --- observations as the policy saw them ------------------------------------------
+    def check_space(self, space: gym.spaces.Dict, where: str) -> None:
+        """Raise DataError naming the mismatch when the data does not fit the env's observation space."""
+        n, d = space["doc"].shape
+        u, k = space["user"].shape[0], len(space["response"]["click"].nvec)
+        want = {"num_candidates": n, "slate_size": k, "user_dim": u, "doc_dim": d}
+        have = {key: self.meta.get(key) for key in want}
+        if want != have:
+            bad = ", ".join(f"{key} {have[key]} (env: {want[key]})" for key in want if want[key] != have[key])
+            raise DataError(f"{where}: the logged data does not fit the env: {bad}")
+
+    def _response_obs(self, space: gym.spaces.Dict, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-slot responses of ``rows`` as the env's ``response`` dict (click one-hot source)."""
+        k = self.slate_size
+        click = np.zeros((len(rows), k), dtype=np.int64)
+        hit = self.click[rows] >= 0
+        click[np.flatnonzero(hit), self.click[rows][hit]] = 1
+        out: dict[str, np.ndarray] = {}
+        for name, sub in space["response"].spaces.items():
+            if name == "click":
+                out[name] = click
+            elif name in self.responses:
+                values = self.responses[name][rows]
+                out[name] = values.astype(np.int64) if isinstance(sub, gym.spaces.MultiDiscrete) else values
+            else:  # imported logs without this field: the env's "nothing happened" value
+                out[name] = np.zeros((len(rows), k), dtype=np.int64 if isinstance(sub, gym.spaces.MultiDiscrete)
+                                     else np.float32)
+        return out
+
+    def observations(self, space: gym.spaces.Dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flattened observations ``(obs, next_obs, has_next)``, each (n, obs_dim) / (n,).
+
+        obs_t = (user_t, docs_t, response of step t-1 — zeros at t = 0); next_obs_t = obs_{t+1},
+        or on an episode's last row (next_user, next_docs, response of step t). ``has_next`` is
+        False on last rows without a logged next state (imported logs): treat them as terminal.
+        """
+        n = self.num_rows
+        first, last = self.first_rows(), self.last_rows()
+        prev = np.arange(n) - 1
+        response_prev = self._response_obs(space, np.maximum(prev, 0))
+        for value in response_prev.values():
+            value[first] = 0
+        obs = flatten_observations(space, {"user": self.user, "doc": self.docs, "response": response_prev})
+        next_obs = np.empty_like(obs)
+        next_obs[:-1] = obs[1:]
+        has_next = ~last | ~np.isnan(self.next_user).any(-1) & ~np.isnan(self.next_docs).any((-1, -2))
+        rows = np.flatnonzero(last)
+        if len(rows):
+            user = np.nan_to_num(self.next_user[rows])
+            docs = np.nan_to_num(self.next_docs[rows])
+            next_obs[rows] = flatten_observations(space, {"user": user, "doc": docs,
+                                                          "response": self._response_obs(space, rows)})
+        return obs, next_obs, has_next
+
+
+def flatten_observations(space: gym.spaces.Dict, obs: dict[str, Any]) -> np.ndarray:
+    """A batch of Dict observations -> (B, obs_dim) float32, exactly like RLlib's FlattenObservations."""
+    from ray.rllib.utils.numpy import flatten_inputs_to_1d_tensor
+    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
+
+    flat = flatten_inputs_to_1d_tensor(obs, spaces_struct=get_base_struct_from_space(space), batch_axis=True)
+    return np.asarray(flat, dtype=np.float32)
+
+
+def to_episodes(data: LoggedData, obs: np.ndarray, next_obs: np.ndarray, has_next: np.ndarray,
+                actions: np.ndarray, rows: np.ndarray, action_logp: np.ndarray | None = None) -> list:
+    """One-step RLlib ``SingleAgentEpisode`` per row of ``rows`` (what a replay buffer hands a learner).
+
+    ``actions``: (n,) flat indices or (n, K) slates, in the learner's action space. A last row
+    without a logged next state becomes terminal.
+    """
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    episodes = []
+    for i in rows:
+        terminated = bool(data.terminated[i] or not has_next[i])
+        extra = {Columns.ACTION_LOGP: [np.float32(action_logp[i])]} if action_logp is not None else {}
+        episodes.append(SingleAgentEpisode(
+            observations=[obs[i], next_obs[i]], actions=[actions[i]], rewards=[float(data.reward[i])],
+            extra_model_outputs=extra, terminated=terminated, truncated=bool(data.truncated[i]) and not terminated,
+            len_lookback_buffer=0))
+    return episodes

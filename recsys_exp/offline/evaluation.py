@@ -1,0 +1,133 @@
+"""``mode=evaluate restore=<run> offline.path=<data>``: off-policy estimates of a checkpoint's value.
+
+The target policy is the restored module — greedy, as it would be served (``offline.target=greedy``),
+or with its exploration (``explore``). Its probabilities of the logged slates come from
+:class:`~recsys_exp.offline.policy.ModulePolicy`; ``dm`` and ``dr`` use a fitted Q-evaluation
+(:mod:`recsys_exp.offline.fqe`) of that policy on the same data; the estimators and their
+bootstrap intervals are :mod:`recsys_exp.offline.ope`. The estimated quantity is the expected
+(γ-discounted, γ = ``offline.gamma``) session return — the number the simulator's evaluation
+reports — so the two can be compared directly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys_exp.config.validate import ConfigError
+from recsys_exp.runner.run_dir import eval_seed
+
+
+def target_policy(c: dict[str, Any], checkpoint: str | Path):
+    """The restored module as a :class:`ModulePolicy` (exploration settings from ``c``)."""
+    from recsys_exp.offline.policy import ModulePolicy, build_module
+
+    return ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
+
+
+def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe_iterations: int, seed: int):
+    """Everything the estimators need from logged ``data`` and a target ``policy``; fits FQE
+    only when ``dm`` or ``dr`` is asked for. Returns (OPEInputs, info dict)."""
+    from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
+    from recsys_exp.offline.ope import OPEInputs, check_propensities
+    from recsys_exp.offline.policy import slate_probability, slot_probability
+
+    obs, next_obs, has_next = data.observations(space)
+    try:
+        support, probs = policy.support(obs, explore)
+    except ValueError as e:
+        raise ConfigError(f"offline.target={'explore' if explore else 'greedy'}: {e}") from None
+    k = data.slate_size
+    slot_reward = np.zeros((data.num_rows, k))
+    clicked = np.flatnonzero(data.click >= 0)
+    slot_reward[clicked, data.click[clicked]] = data.reward[clicked]
+    inputs = OPEInputs(
+        episode=data.episode_id, reward=data.reward, behaviour_prob=data.propensity,
+        target_prob=slate_probability(support, probs, data.slate), behaviour_slot_prob=data.slot_propensity,
+        target_slot_prob=slot_probability(support, probs, data.slate), slot_reward=slot_reward, gamma=gamma,
+        row_labels=_RowLabels(data))
+    # Propensity problems surface before the costly model fit (dr needs what ips needs).
+    check_propensities(inputs, sorted({"ips" if e == "dr" else e for e in estimators} - {"dm"}))
+    info: dict[str, Any] = {}
+    if {"dm", "dr"} & set(estimators):
+        start = time.perf_counter()
+        next_support, next_probs = policy.support(next_obs, explore)
+        done = data.terminated | ~has_next
+        config = FQEConfig(iterations=fqe_iterations, seed=seed)
+        q = fit_fqe(obs, data.slate, data.reward, next_obs, done, next_support, next_probs,
+                    data.num_candidates, gamma, config)
+        inputs.q_logged = q_values(q, obs, data.slate)
+        inputs.v_target = support_values(q, obs, support, probs)
+        info["fqe"] = {"iterations": fqe_iterations, "hidden_sizes": list(config.hidden_sizes),
+                       "seconds": time.perf_counter() - start}
+    return inputs, info
+
+
+def simulated_value(c: dict[str, Any], policy, explore: bool, gamma: float, episodes: int, seed: int) -> dict[str, Any]:
+    """The target's true γ-discounted session return, by simulating ``episodes`` sessions in the env
+    (the ground truth the estimates are compared with)."""
+    from recsys_exp.offline.recorder import make_env_for, rollout
+    from recsys_exp.runner.evaluate import mean_ci95
+
+    env = make_env_for(c, min(c["eval"]["num_envs"], episodes), seed)
+    returns: dict[int, float] = {}
+    for rows in rollout(policy, env, episodes=episodes, explore=explore, seed=seed):
+        for ep, t, r in zip(rows["episode_id"], rows["step"], rows["reward"]):
+            returns[int(ep)] = returns.get(int(ep), 0.0) + gamma ** int(t) * float(r)
+    mean, _, _, ci = mean_ci95(np.array(list(returns.values())))
+    return {"value": mean, "ci95": ci, "episodes": len(returns), "seed": seed}
+
+
+def fqe_iterations(data, gamma: float, requested: int | None) -> int:
+    """FQE needs about one iteration per step of horizon: the longest session, or the effective
+    horizon log(0.01)/log(γ) when discounting makes that shorter."""
+    if requested:
+        return requested
+    longest = int(data.step.max()) + 1
+    if gamma < 1.0:
+        longest = min(longest, int(np.ceil(np.log(0.01) / np.log(gamma))) if gamma > 0 else 1)
+    return max(longest, 1)
+
+
+class _RowLabels:
+    """Lazy ``row i (episode e, step t)`` labels (only built for rows named in an error)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __getitem__(self, i):
+        return self.data.row_label(int(i))
+
+    def __len__(self):
+        return self.data.num_rows
+
+
+def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
+    """Estimates of the checkpoint's value from ``offline.path``: the content of ope.json."""
+    from recsys_exp.config.validate import env_observation_space
+    from recsys_exp.offline.dataset import DataError, LoggedData
+    from recsys_exp.offline.ope import OPEError, estimate
+
+    off = c["offline"]
+    start = time.perf_counter()
+    try:
+        data = LoggedData.read(off["path"])
+        space = env_observation_space(c)
+        data.check_space(space, f"offline.path={off['path']}")
+        policy = target_policy(c, checkpoint)
+        explore = off["target"] == "explore"
+        inputs, info = ope_inputs(data, policy, space, explore, off["gamma"], off["estimators"],
+                                  fqe_iterations(data, off["gamma"], off["fqe_iterations"]), c["seed"])
+        estimates = estimate(inputs, off["estimators"], n_bootstrap=off["bootstrap"], seed=c["seed"])
+    except (OPEError, DataError) as e:
+        raise ConfigError(f"offline.path={off['path']}: {e}") from None
+    truth = simulated_value(c, policy, explore, off["gamma"], c["eval"]["episodes"], eval_seed(c["seed"]))
+    return {"estimates": estimates, "simulated": truth, "target": off["target"], "gamma": off["gamma"],
+            "checkpoint": str(checkpoint),
+            "data": {"path": str(off["path"]), "rows": data.num_rows,
+                     "episodes": int(data.first_rows().sum()), "behaviour": data.meta.get("algo"),
+                     "behaviour_exploration": data.meta.get("exploration")},
+            "bootstrap": off["bootstrap"], "seconds": time.perf_counter() - start, **info}

@@ -1,0 +1,153 @@
+"""Offline training: RLlib algorithms whose training step reads logged data instead of the simulator.
+
+``algo=bc`` and ``algo=marwil`` are RLlib's own BC and MARWIL (config, RLModule, learner and its
+connectors: MARWIL's advantage estimation runs as usual); ``algo=cql`` / ``algo=cql_dqn`` are the
+discrete CQL variants of :mod:`recsys_exp.algorithms.cql`. Only the data source changes: instead
+of RLlib's Ray-Data reader (which expects its own column layout), :class:`LoggedDataTraining`
+samples rows of :class:`~recsys_exp.offline.dataset.LoggedData` — observations rebuilt exactly as
+the policy saw them in the simulator — and hands them to the learner as one-step episodes, the
+same form DQN's replay buffer uses. Each iteration is one gradient update on
+``train_batch_size_per_learner`` rows; "env steps sampled" counts rows consumed (as RLlib's
+MARWIL does), so ``stop.timesteps`` bounds the data passes.
+
+The env stays configured: the runner evaluates the final policy in the simulator, and the
+checkpoints restore, evaluate and continue online like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray.rllib.algorithms.bc import BC, BCConfig
+from ray.rllib.algorithms.marwil import MARWIL, MARWILConfig
+from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+from recsys_exp.algorithms.common import encode_flat_slate
+from recsys_exp.algorithms.cql import CQLDQN, CQLDQNConfig, CQLSlateQ, CQLSlateQConfig
+from recsys_exp.offline.dataset import LoggedData, to_episodes
+
+
+class LoggedRows:
+    """The logged data in the learner's observation and action format, sampled uniformly by row."""
+
+    def __init__(self, path: str, env_name: str, env_config: dict[str, Any], seed: int):
+        import torch
+
+        from recsys_exp.envs.rllib import env_creator
+
+        space = env_creator(env_name)(dict(env_config, num_envs=1)).single_observation_space
+        self.data = LoggedData.read(path)
+        self.data.check_space(space, f"offline.path={path}")
+        self.obs, self.next_obs, self.has_next = self.data.observations(space)
+        slates = self.data.slate
+        if env_config.get("flatten_actions"):
+            self.actions = encode_flat_slate(torch.as_tensor(slates), self.data.num_candidates).numpy()
+        else:
+            self.actions = slates
+        self.action_logp = np.log(np.where(np.isfinite(self.data.propensity), self.data.propensity, 1.0))
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch_size: int) -> list:
+        """``batch_size`` uniformly drawn rows as one-step RLlib episodes."""
+        rows = self.rng.integers(0, self.data.num_rows, batch_size)
+        return to_episodes(self.data, self.obs, self.next_obs, self.has_next, self.actions, rows, self.action_logp)
+
+
+class LoggedDataTraining:
+    """Mixin (first base) replacing an algorithm's ``training_step`` by updates on logged rows."""
+
+    def setup(self, config):
+        super().setup(config)
+        env = self.config.env
+        name = env[len("recsim_"):] if isinstance(env, str) and env.startswith("recsim_") else env
+        self.logged = LoggedRows(self.config.logged_data_path, name, self.config.env_config, self.config.seed or 0)
+
+    def training_step(self) -> None:
+        batch_size = self.config.train_batch_size_per_learner
+        for _ in range(self.config.updates_per_iteration):
+            episodes = self.logged.sample(batch_size)
+            self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, batch_size, reduce="lifetime_sum")
+            results = self.learner_group.update(
+                episodes=episodes,
+                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME)})
+            self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
+
+def _offline_defaults(config) -> None:
+    config.logged_data_path = None  # set by the runner from offline.path
+    # RLlib's MARWIL/BC configs say "offline" and then build no EnvRunner; ours keep the local one:
+    # it gives the module its spaces and the checkpoint the env-runner state evaluation restores.
+    config._is_online = True
+    # An iteration = `updates_per_iteration` gradient steps. RLlib would otherwise repeat the
+    # training step until the (never sampling) EnvRunners reach min_sample_timesteps_per_iteration.
+    config.min_sample_timesteps_per_iteration = 0
+    config.min_train_timesteps_per_iteration = 0
+    config.min_time_s_per_iteration = 0
+    config.updates_per_iteration = 10
+
+
+class LoggedBCConfig(BCConfig):
+    """RLlib's BC reading logged data (``logged_data_path``)."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or LoggedBC)
+        _offline_defaults(self)
+        self.dataset_num_iters_per_learner = 1
+        self.train_batch_size_per_learner = 256
+        self.lr = 1e-3
+
+
+class LoggedBC(LoggedDataTraining, BC):
+    @classmethod
+    def get_default_config(cls):
+        return LoggedBCConfig()
+
+
+class LoggedMARWILConfig(MARWILConfig):
+    """RLlib's MARWIL (β = 1 by default) reading logged data (``logged_data_path``)."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or LoggedMARWIL)
+        _offline_defaults(self)
+        self.dataset_num_iters_per_learner = 1
+        self.train_batch_size_per_learner = 256
+        self.lr = 1e-3
+
+
+class LoggedMARWIL(LoggedDataTraining, MARWIL):
+    @classmethod
+    def get_default_config(cls):
+        return LoggedMARWILConfig()
+
+
+class LoggedCQLConfig(CQLSlateQConfig):
+    """Discrete CQL on SlateQ reading logged data; target network refreshed every 8000 rows."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or LoggedCQL)
+        _offline_defaults(self)
+        self.num_steps_sampled_before_learning_starts = 0
+        self.target_network_update_freq = 8000
+
+
+class LoggedCQL(LoggedDataTraining, CQLSlateQ):
+    @classmethod
+    def get_default_config(cls):
+        return LoggedCQLConfig()
+
+
+class LoggedCQLDQNConfig(CQLDQNConfig):
+    """Discrete CQL on RLlib's DQN (flat slate actions) reading logged data."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or LoggedCQLDQN)
+        _offline_defaults(self)
+        self.num_steps_sampled_before_learning_starts = 0
+        self.target_network_update_freq = 8000
+
+
+class LoggedCQLDQN(LoggedDataTraining, CQLDQN):
+    @classmethod
+    def get_default_config(cls):
+        return LoggedCQLDQNConfig()
