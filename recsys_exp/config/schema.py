@@ -145,6 +145,17 @@ class RayConfig:
 
 
 @dataclass
+class StudyConfig:
+    """``mode=offline_study``: behaviour policy → logged data → offline algorithms → OPE vs truth."""
+
+    behaviour_algo: str = "slateq"  # trained online first, then recorded with exploration
+    behaviour_steps: int = 50_000  # its online training budget (env steps)
+    record_epsilon: float = 0.3  # constant ε of the recorded behaviour (propensities stay > 0)
+    algos: List[str] = field(default_factory=lambda: ["bc", "marwil", "cql"])
+    train_steps: int = 256_000  # logged rows each offline algorithm trains on (1000 updates of 256)
+
+
+@dataclass
 class Config:
     """The whole experiment."""
 
@@ -157,13 +168,14 @@ class Config:
     serve: ServeConfig = MISSING
     logger: LoggerConfig = MISSING
     seed: int = 0
-    mode: str = "train"  # train | evaluate | record
+    mode: str = "train"  # train | evaluate | record | offline_study
     restore: Optional[str] = None  # a run dir or checkpoint dir to start from
     resume: bool = False  # continue the interrupted run in hydra.run.dir
     stop: StopConfig = field(default_factory=StopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     progress: bool = True  # print one progress line per iteration
     choices: Dict[str, str] = field(default_factory=dict)  # chosen group options (filled at run time)
 

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from recsys_exp.algorithms.registry import ALGORITHMS
 from recsys_exp.config.schema import Config
 
-MODES = ("train", "evaluate", "record")
+MODES = ("train", "evaluate", "record", "offline_study")
 LOGGER_MODES = ("offline", "online", "disabled")
 OFFLINE_NAMES = ("none", "logged", "bc", "marwil", "cql")
 OPE_ESTIMATORS = ("ips", "snips", "dm", "dr", "iips")
@@ -118,7 +118,7 @@ def check_offline(c: dict[str, Any], info) -> None:
     if mode == "train" and info.offline and not off["path"]:
         raise ConfigError(f"offline.path: algo={name} learns from logged data; set offline.path=<Parquet file or dir> "
                           f"(record some with mode=record)")
-    if mode == "train" and not info.offline and (off["path"] or off["name"] != "none"):
+    if mode in ("train", "offline_study") and not info.offline and (off["path"] or off["name"] != "none"):
         key = f"offline.path={off['path']}" if off["path"] else f"offline={off['name']}"
         raise ConfigError(f"{key}: algo={name} trains in the simulator; "
                           f"algorithms that learn from logged data: {offline_algos}")
@@ -133,6 +133,17 @@ def check_offline(c: dict[str, Any], info) -> None:
     _positive(c, "offline.fqe_iterations", allow_none=True)
     if off["path"] and mode in ("train", "evaluate"):
         check_logged_data(c)
+    if mode == "offline_study":
+        study = c["study"]
+        _require(study["behaviour_algo"] in ALGORITHMS and not ALGORITHMS[study["behaviour_algo"]].offline,
+                 "study.behaviour_algo", study["behaviour_algo"], "an online algorithm: "
+                 + ", ".join(a for a, i in ALGORITHMS.items() if not i.offline))
+        bad = [a for a in study["algos"] if a not in ALGORITHMS or not ALGORITHMS[a].offline]
+        _require(not bad, "study.algos", study["algos"], f"offline algorithms: {offline_algos}")
+        _require(0.0 < study["record_epsilon"] <= 1.0, "study.record_epsilon", study["record_epsilon"],
+                 "must be in (0, 1] (IS estimators need every slate possible)")
+        _positive(c, "study.behaviour_steps")
+        _positive(c, "study.train_steps")
 
 
 def check_logged_data(c: dict[str, Any]) -> None:

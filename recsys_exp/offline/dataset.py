@@ -17,6 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys_exp.offline.schema import REQUIRED, RESPONSE_PREFIX, data_files, read_meta, to_numpy
@@ -53,6 +54,10 @@ class LoggedData:
         """Read a Parquet file or a directory of them (recursively); checks sizes agree across files."""
         files = data_files(path)
         tables, meta = [], None
+        # Episode ids are unique within one recording (one directory of part files); recordings
+        # read together get disjoint ids by offsetting each directory's ids past the previous ones.
+        offsets: dict[Path, int] = {}
+        next_id = 0
         for f in files:
             table = pq.read_table(f)
             m = read_meta(table.schema)
@@ -68,6 +73,14 @@ class LoggedData:
                 raise DataError(f"{f}: sizes {sizes} differ from {files[0]}'s "
                                 f"{ {k: meta.get(k) for k in sizes} }")
             tables.append(table)
+        for f, table in zip(files, tables):
+            if f.parent not in offsets:
+                offsets[f.parent] = next_id
+                next_id += int(max(pc.max(t.column("episode_id")).as_py() or 0
+                                   for g, t in zip(files, tables) if g.parent == f.parent)) + 1
+        tables = [t.set_column(t.column_names.index("episode_id"), "episode_id",
+                               pc.add(t.column("episode_id"), pa.scalar(offsets[f.parent], pa.int64())))
+                  for f, t in zip(files, tables)]
         table = pa.concat_tables(tables, promote_options="default")
         return cls.from_table(table, meta or {}, [str(f) for f in files])
 

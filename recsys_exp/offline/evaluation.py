@@ -28,9 +28,11 @@ def target_policy(c: dict[str, Any], checkpoint: str | Path):
     return ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
 
 
-def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe_iterations: int, seed: int):
+def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe_iters: int | None, seed: int):
     """Everything the estimators need from logged ``data`` and a target ``policy``; fits FQE
-    only when ``dm`` or ``dr`` is asked for. Returns (OPEInputs, info dict)."""
+    (``fqe_iters`` refreshes, None = the horizon) only when ``dm`` or ``dr`` is asked for.
+    Returns (OPEInputs, info dict)."""
+    from recsys_exp.algorithms.slate_view import slate_layout
     from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
     from recsys_exp.offline.ope import OPEInputs, check_propensities
     from recsys_exp.offline.policy import slate_probability, slot_probability
@@ -50,18 +52,21 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
         target_slot_prob=slot_probability(support, probs, data.slate), slot_reward=slot_reward, gamma=gamma,
         row_labels=_RowLabels(data))
     # Propensity problems surface before the costly model fit (dr needs what ips needs).
-    check_propensities(inputs, sorted({"ips" if e == "dr" else e for e in estimators} - {"dm"}))
+    weighted = sorted({"ips" if e == "dr" else e for e in estimators} - {"dm"})
+    if weighted:
+        check_propensities(inputs, weighted)
     info: dict[str, Any] = {}
     if {"dm", "dr"} & set(estimators):
         start = time.perf_counter()
         next_support, next_probs = policy.support(next_obs, explore)
         done = data.terminated | ~has_next
-        config = FQEConfig(iterations=fqe_iterations, seed=seed)
+        iterations = fqe_iterations(data, gamma, fqe_iters)
+        config = FQEConfig(iterations=iterations, seed=seed)
         q = fit_fqe(obs, data.slate, data.reward, next_obs, done, next_support, next_probs,
-                    data.num_candidates, gamma, config)
+                    data.num_candidates, gamma, config, layout=slate_layout(space))
         inputs.q_logged = q_values(q, obs, data.slate)
         inputs.v_target = support_values(q, obs, support, probs)
-        info["fqe"] = {"iterations": fqe_iterations, "hidden_sizes": list(config.hidden_sizes),
+        info["fqe"] = {"iterations": iterations, "hidden_sizes": list(config.hidden_sizes),
                        "seconds": time.perf_counter() - start}
     return inputs, info
 
@@ -120,7 +125,7 @@ def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path) -> dict[str
         policy = target_policy(c, checkpoint)
         explore = off["target"] == "explore"
         inputs, info = ope_inputs(data, policy, space, explore, off["gamma"], off["estimators"],
-                                  fqe_iterations(data, off["gamma"], off["fqe_iterations"]), c["seed"])
+                                  off["fqe_iterations"], c["seed"])
         estimates = estimate(inputs, off["estimators"], n_bootstrap=off["bootstrap"], seed=c["seed"])
     except (OPEError, DataError) as e:
         raise ConfigError(f"offline.path={off['path']}: {e}") from None

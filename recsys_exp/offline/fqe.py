@@ -15,6 +15,7 @@ Then, for :mod:`.ope`: ``q_logged = q_values(q, obs, slates)`` and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,8 @@ class FQEConfig:
 
     hidden_sizes: tuple[int, ...] = (64, 64)
     iterations: int = 20  # outer FQE iterations (target refreshes)
-    epochs_per_iteration: int = 2  # passes over the data per iteration
+    epochs_per_iteration: int = 2  # passes over the data per iteration ...
+    min_updates_per_iteration: int = 200  # ... but at least this many gradient steps (small data)
     batch_size: int = 512
     lr: float = 1e-3
     seed: int = 0
@@ -49,8 +51,12 @@ class SlateQFunction(nn.Module):
     """
 
     def __init__(self, obs_dim: int, num_candidates: int, slate_size: int,
-                 hidden_sizes: tuple[int, ...] = (64, 64)) -> None:
+                 hidden_sizes: tuple[int, ...] = (64, 64), layout: dict | None = None) -> None:
         super().__init__()
+        # With the observation's slate layout, the features of the shown items themselves enter
+        # the first layer (position, doc, user, user⊗doc per slot, as the linear bandits use):
+        # picking doc features out of the flat observation by index is hard to learn from logs.
+        self.layout = layout
         self.num_candidates = num_candidates
         self.slate_size = slate_size
         widths = (*hidden_sizes, 1)
@@ -64,6 +70,10 @@ class SlateQFunction(nn.Module):
         for w_in, w_out in zip(widths[:-1], widths[1:]):
             layers += [nn.ReLU(), nn.Linear(w_in, w_out)]
         self.head = nn.Sequential(*layers)
+        if layout is not None:
+            u, d = layout["user"][1], layout["doc"][2]
+            width = slate_size * (slate_size + d + (u + u * d if u else 0))
+            self.item_layer = nn.Linear(width, widths[0])
         self.register_buffer("slot_offset", torch.arange(slate_size) * num_candidates)
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
@@ -73,7 +83,19 @@ class SlateQFunction(nn.Module):
         """``Q(s, A) / q_scale``, (B,): what training regresses."""
         hidden = self.obs_layer((obs - self.obs_mean) / self.obs_std)
         hidden = hidden + self.slot_layer(slates + self.slot_offset).sum(1)
+        if self.layout is not None:
+            hidden = hidden + self.item_layer(self.item_features(obs, slates))
         return self.head(hidden).squeeze(-1)
+
+    def item_features(self, obs: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
+        """(B, K·F): the candidate features (position, doc, user, user⊗doc) of each shown item."""
+        from recsys_exp.algorithms.linear_bandit import candidate_features
+
+        (us, u), (ds, n, d) = self.layout["user"], self.layout["doc"]
+        docs = obs[:, ds:ds + n * d].reshape(-1, n, d)
+        shown = docs.gather(1, slates[..., None].expand(-1, -1, d))
+        positions = torch.arange(self.slate_size, device=obs.device).expand_as(slates)
+        return candidate_features(obs[:, us:us + u], shown, positions, self.slate_size).flatten(1)
 
     def forward(self, obs: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
         """``Q(s, A)`` for obs (B, d) float32 and slates (B, K) long -> (B,)."""
@@ -82,7 +104,7 @@ class SlateQFunction(nn.Module):
 
 def fit_fqe(obs: np.ndarray, slates: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, dones: np.ndarray,
             next_support: np.ndarray, next_support_prob: np.ndarray, num_candidates: int, gamma: float,
-            config: FQEConfig | None = None) -> SlateQFunction:
+            config: FQEConfig | None = None, layout: dict | None = None) -> SlateQFunction:
     """Fit ``Q^pi`` by FQE on logged transitions; deterministic given ``config.seed``.
 
     obs (n, d), slates (n, K) ints in [0, num_candidates), rewards (n,), next_obs (n, d),
@@ -102,17 +124,19 @@ def fit_fqe(obs: np.ndarray, slates: np.ndarray, rewards: np.ndarray, next_obs: 
     n, obs_dim = data["obs"].shape
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(config.seed)
-        q = SlateQFunction(obs_dim, num_candidates, data["slates"].shape[1], tuple(config.hidden_sizes))
+        q = SlateQFunction(obs_dim, num_candidates, data["slates"].shape[1], tuple(config.hidden_sizes), layout)
     _set_normalisation(q, data["obs"], data["rewards"])
     optimiser = torch.optim.Adam(q.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
     not_done = (~data["dones"]).to(torch.float32)
     next_values = torch.zeros(n)
+    # Small datasets get more passes: each regression must converge before the next refresh.
+    epochs = max(config.epochs_per_iteration, math.ceil(config.min_updates_per_iteration * config.batch_size / n))
     for iteration in range(config.iterations):
         if iteration > 0:
             next_values = _support_values(q, data["next_obs"], data["next_support"], data["next_prob"])
         targets = (data["rewards"] + gamma * not_done * next_values) / q.q_scale
-        for _ in range(config.epochs_per_iteration):
+        for _ in range(epochs):
             _regression_epoch(q, optimiser, data["obs"], data["slates"], targets, config.batch_size, rng)
     return q.eval()
 

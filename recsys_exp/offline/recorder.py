@@ -49,6 +49,9 @@ def rollout(policy: ModulePolicy, env, steps: int | None = None, episodes: int |
     step of a logged session yields exactly one row; with NEXT_STEP autoreset the step after a
     session's end only resets that sub-env and is not logged.
     """
+    import torch
+
+    torch.manual_seed(seed)  # the policies' own draws (ε, random slates, Thompson) are torch's
     space = env.single_observation_space
     obs, _ = env.reset(seed=seed)
     b = env.num_envs

@@ -51,7 +51,8 @@ def logged_schema(num_candidates: int, slate_size: int, user_dim: int, doc_dim: 
     ``response_fields``: per-slot response name -> ``{"kind": "discrete", "n": values}`` or
     ``{"kind": "float"}`` (the ``click`` field is the ``click`` column, not listed here).
     """
-    user = pa.list_(pa.float32(), user_dim)
+    # Arrow has no fixed-size list of size 0: envs without user features get a plain (empty) list.
+    user = pa.list_(pa.float32(), user_dim) if user_dim > 0 else pa.list_(pa.float32())
     docs = pa.list_(pa.list_(pa.float32(), doc_dim), num_candidates)
     fields = [
         pa.field("episode_id", pa.int64(), nullable=False),
@@ -80,9 +81,13 @@ def fixed_list(values: np.ndarray, type_: pa.DataType, mask: np.ndarray | None =
     ``mask`` (n,) True marks null rows."""
     values = np.ascontiguousarray(values)
     inner = type_
-    while pa.types.is_fixed_size_list(inner):
+    while pa.types.is_fixed_size_list(inner) or pa.types.is_list(inner):
         inner = inner.value_type
     arr: pa.Array = pa.array(values.reshape(-1), type=inner)
+    if not pa.types.is_fixed_size_list(type_):  # a variable-size list (the empty user features)
+        width = int(np.prod(values.shape[1:]))
+        offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32) * width)
+        return pa.ListArray.from_arrays(offsets, arr, mask=pa.array(mask) if mask is not None and mask.any() else None)
     for size in reversed(values.shape[1:]):
         arr = pa.FixedSizeListArray.from_arrays(arr, size)
     if mask is not None and mask.any():
@@ -96,9 +101,9 @@ def to_numpy(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype) 
     n = len(arr)
     nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
     flat = arr
-    while pa.types.is_fixed_size_list(flat.type):
+    while pa.types.is_fixed_size_list(flat.type) or pa.types.is_list(flat.type):
         # .values ignores the parent's nulls: null rows still occupy their slots (as zeros or garbage).
-        flat = flat.values
+        flat = flat.values if pa.types.is_fixed_size_list(flat.type) else flat.flatten()
     out = flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape((n, *shape))
     if nulls is not None and np.issubdtype(out.dtype, np.floating):
         out = out.copy()

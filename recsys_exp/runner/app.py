@@ -94,6 +94,11 @@ def execute(c: dict[str, Any], run_dir: Path, overrides: list[str], built=None) 
             log.info("summary: %s", summary)
         elif c["mode"] == "record":
             result = record_data(c, run_dir)
+        elif c["mode"] == "offline_study":
+            from recsys_exp.offline.study import run_study
+
+            run_study(c, run_dir)
+            result = None
         else:
             result = evaluate(c, run_dir)
     except KeyboardInterrupt:
