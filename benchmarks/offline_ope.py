@@ -88,6 +88,14 @@ def main() -> None:
 
     summary = run_study(args.out, args.seed, args.overrides)
     print(study_table(summary))
+    run_dir = args.out / f"seed{args.seed}"
+    print("| policy | trained on | undiscounted session return, greedy (95% CI) |")
+    print("|---|---|---:|")
+    for name in ("behaviour", *[p for p in summary["policies"] if not p.startswith("behaviour")]):
+        s = json.loads((run_dir / name / "summary.json").read_text())
+        source = f"{s['timesteps']:,} env steps online" if name == "behaviour" else f"{s['timesteps']:,} logged rows"
+        print(f"| {name} | {source} | {s['eval_return_mean']:.1f} [{s['eval_ci95'][0]:.1f}, {s['eval_ci95'][1]:.1f}] |")
+    print()
     t = data_throughput(args.out / f"seed{args.seed}")
     print("| data path | rows/s | baseline | baseline rows/s | ratio |")
     print("|---|---:|---|---:|---:|")

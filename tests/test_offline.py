@@ -114,6 +114,17 @@ def test_recorded_propensities_are_the_behaviour_policys(recorded):
     assert 0.4 < same.all(-1).mean() < 0.65  # half the slates are the greedy ones
 
 
+def test_flat_action_policies_record_with_their_epsilon_greedy_propensities(tmp_path):
+    """RLlib's DQN (flat Discrete(N**K), ε-greedy inside the module): P = (1-ε)·[greedy] + ε/N**K."""
+    c = compose_config("algo=dqn", "exploration.initial_epsilon=0.5", "exploration.final_epsilon=0.5",
+                       "env.num_candidates=5", "offline.record_steps=400", "offline.record_num_envs=20")
+    record(c, tmp_path / "dqn")
+    data = LoggedData.read(tmp_path / "dqn")
+    obs, _, _ = data.observations(env_observation_space(c))
+    same = (data.slate == policy_of(c).greedy(obs)).all(-1)
+    np.testing.assert_allclose(data.propensity, 0.5 * same + 0.5 / 25, rtol=1e-6)
+
+
 def test_rebuilt_observations_carry_the_previous_response(recorded):
     c, out, _ = recorded
     data = LoggedData.read(out)

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from recsys_exp.algorithms.common import SLOT_LOGP, SlatePolicyModule, decode_flat_slate, encode_flat_slate
+from recsys_exp.algorithms.common import SLOT_LOGP, SlatePolicyModule, decode_flat_slate
 
 MAX_SUPPORT = 5040  # ordered slates a stochastic target may spread over (OPE enumerates them)
 
@@ -42,6 +42,7 @@ def build_module(c: dict[str, Any], checkpoint: str | Path | None = None):
     n, k = c["env"]["num_candidates"], c["env"]["slate_size"]
     action_space = gym.spaces.Discrete(n ** k) if c["algo"]["flatten_actions"] else gym.spaces.MultiDiscrete([n] * k)
     spec = config.get_rl_module_spec(spaces={DEFAULT_MODULE_ID: (obs_space, action_space)}, inference_only=False)
+    torch.manual_seed(c["seed"])  # a fresh (unrestored) module's weights follow the run's seed
     module = spec.build()
     if checkpoint is not None:
         module_dir = (Path(checkpoint) / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE
@@ -62,12 +63,6 @@ class ModulePolicy:
     def _slates(self, actions: torch.Tensor) -> torch.Tensor:
         actions = actions.long()
         return decode_flat_slate(actions, self.n, self.k) if self.flat_actions else actions
-
-    def env_actions(self, slates: np.ndarray) -> np.ndarray:
-        """Slates (B, K) -> the env's action format for this module (flat indices or slates)."""
-        if self.flat_actions:
-            return encode_flat_slate(torch.as_tensor(slates), self.n).numpy()
-        return np.asarray(slates)
 
     @torch.no_grad()
     def sample(self, obs: np.ndarray, t: int) -> dict[str, np.ndarray]:

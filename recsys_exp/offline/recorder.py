@@ -68,7 +68,8 @@ def rollout(policy: ModulePolicy, env, steps: int | None = None, episodes: int |
         else:
             slate = policy.greedy(flat)
             act = {"slate": slate, "propensity": np.ones(b), "slot_propensity": np.ones(slate.shape)}
-        next_obs, reward, terminated, truncated, _ = env.step(policy.env_actions(act["slate"]))
+        # The native env takes slates whatever the module's action format (flat indices are decoded).
+        next_obs, reward, terminated, truncated, _ = env.step(act["slate"])
         logged = active & ~resetting
         idx = np.flatnonzero(logged)
         done = (terminated | truncated) & logged

@@ -96,10 +96,14 @@ def study_table(summary: dict[str, Any]) -> str:
     policies = summary["policies"]
     estimators = list(next(iter(policies.values()))["estimates"]) if policies else []
     fmt = lambda e: f"{e['value']:.1f} [{e['ci95'][0]:.1f}, {e['ci95'][1]:.1f}]"  # noqa: E731
+    ess = "ips" in estimators  # how many sessions the importance weights effectively keep
     lines = [f"Return discounted with γ = {summary['gamma']}; logged data: {summary['data']}", "",
-             "| policy | simulated | " + " | ".join(estimators) + " |",
-             "|---|---:|" + "---:|" * len(estimators)]
+             "| policy | simulated | " + " | ".join(estimators) + (" | ips ESS (sessions) |" if ess else " |"),
+             "|---|---:|" + "---:|" * (len(estimators) + ess)]
     for name, ope in policies.items():
         cells = [fmt(ope["simulated"])] + [fmt(ope["estimates"][e]) for e in estimators]
+        if ess:
+            ips = ope["estimates"]["ips"]
+            cells.append(f"{ips['ess']:.0f} of {ips['n_episodes']}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
