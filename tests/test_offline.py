@@ -139,6 +139,23 @@ def test_rebuilt_observations_carry_the_previous_response(recorded):
     assert has_next.all()
 
 
+def test_episode_chunks_stay_inside_their_session(recorded):
+    """Learners get chunks of consecutive logged steps; a chunk never crosses into the next session."""
+    from recsys_exp.offline.dataset import to_episodes
+
+    c, out, _ = recorded
+    data = LoggedData.read(out)
+    obs, next_obs, has_next = data.observations(env_observation_space(c))
+    last = np.flatnonzero(data.last_rows())
+    starts = np.array([0, last[0] - 2, last[0], last[0] + 1])
+    chunks = to_episodes(data, obs, next_obs, has_next, data.slate, starts, length=4)
+    assert [len(e) for e in chunks] == [4, 3, 1, 4]
+    assert [e.is_terminated for e in chunks] == [False, True, True, False]
+    np.testing.assert_array_equal(chunks[1].get_observations(-1), next_obs[last[0]])
+    np.testing.assert_array_equal(chunks[3].get_actions(), data.slate[last[0] + 1:last[0] + 5])
+    np.testing.assert_allclose(chunks[3].get_rewards(), data.reward[last[0] + 1:last[0] + 5])
+
+
 # ---------------------------------------------------------------------------------------
 # off-policy evaluation vs the simulator
 # ---------------------------------------------------------------------------------------

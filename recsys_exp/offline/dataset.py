@@ -210,21 +210,28 @@ def flatten_observations(space: gym.spaces.Dict, obs: dict[str, Any]) -> np.ndar
 
 
 def to_episodes(data: LoggedData, obs: np.ndarray, next_obs: np.ndarray, has_next: np.ndarray,
-                actions: np.ndarray, rows: np.ndarray, action_logp: np.ndarray | None = None) -> list:
-    """One-step RLlib ``SingleAgentEpisode`` per row of ``rows`` (what a replay buffer hands a learner).
+                actions: np.ndarray, starts: np.ndarray, length: int = 1,
+                action_logp: np.ndarray | None = None) -> list:
+    """RLlib ``SingleAgentEpisode`` chunks of up to ``length`` consecutive steps from each row of
+    ``starts`` (cut at the session's end), as a replay buffer or an EnvRunner would hand them over.
 
-    ``actions``: (n,) flat indices or (n, K) slates, in the learner's action space. A last row
-    without a logged next state becomes terminal.
+    ``actions``: (n,) flat indices or (n, K) slates, in the learner's action space. A chunk that
+    reaches its session's last row is terminated (also when no next state was logged) or
+    truncated as logged; a chunk cut earlier is simply unfinished, so learners bootstrap there.
     """
     from ray.rllib.core.columns import Columns
     from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
+    last = np.flatnonzero(data.last_rows())
+    session_end = last[np.searchsorted(last, starts)]  # index of each start's session's last row
     episodes = []
-    for i in rows:
-        terminated = bool(data.terminated[i] or not has_next[i])
-        extra = {Columns.ACTION_LOGP: [np.float32(action_logp[i])]} if action_logp is not None else {}
+    for i, end in zip(starts, session_end):
+        j = min(i + length, end + 1)  # exclusive
+        at_end = j == end + 1
+        terminated = at_end and bool(data.terminated[end] or not has_next[end])
+        extra = {Columns.ACTION_LOGP: list(action_logp[i:j].astype(np.float32))} if action_logp is not None else {}
         episodes.append(SingleAgentEpisode(
-            observations=[obs[i], next_obs[i]], actions=[actions[i]], rewards=[float(data.reward[i])],
-            extra_model_outputs=extra, terminated=terminated, truncated=bool(data.truncated[i]) and not terminated,
-            len_lookback_buffer=0))
+            observations=[*obs[i:j], next_obs[j - 1]], actions=list(actions[i:j]),
+            rewards=[float(r) for r in data.reward[i:j]], extra_model_outputs=extra, terminated=terminated,
+            truncated=at_end and bool(data.truncated[end]) and not terminated, len_lookback_buffer=0))
     return episodes

@@ -48,10 +48,12 @@ class LoggedRows:
         self.action_logp = np.log(np.where(np.isfinite(self.data.propensity), self.data.propensity, 1.0))
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, batch_size: int) -> list:
-        """``batch_size`` uniformly drawn rows as one-step RLlib episodes."""
-        rows = self.rng.integers(0, self.data.num_rows, batch_size)
-        return to_episodes(self.data, self.obs, self.next_obs, self.has_next, self.actions, rows, self.action_logp)
+    def sample(self, batch_size: int, length: int = 1) -> list:
+        """About ``batch_size`` logged steps as RLlib episodes: chunks of up to ``length`` consecutive
+        steps starting at uniformly drawn rows (``length`` 1: independent transitions)."""
+        starts = self.rng.integers(0, self.data.num_rows, max(1, -(-batch_size // length)))
+        return to_episodes(self.data, self.obs, self.next_obs, self.has_next, self.actions, starts, length,
+                           self.action_logp)
 
 
 class LoggedDataTraining:
@@ -66,8 +68,9 @@ class LoggedDataTraining:
     def training_step(self) -> None:
         batch_size = self.config.train_batch_size_per_learner
         for _ in range(self.config.updates_per_iteration):
-            episodes = self.logged.sample(batch_size)
-            self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, batch_size, reduce="lifetime_sum")
+            episodes = self.logged.sample(batch_size, self.config.logged_chunk_length)
+            self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, sum(len(e) for e in episodes),
+                                   reduce="lifetime_sum")
             results = self.learner_group.update(
                 episodes=episodes,
                 timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME)})
@@ -85,6 +88,7 @@ def _offline_defaults(config) -> None:
     config.min_train_timesteps_per_iteration = 0
     config.min_time_s_per_iteration = 0
     config.updates_per_iteration = 10
+    config.logged_chunk_length = 1  # consecutive logged steps per sampled episode chunk
 
 
 class LoggedBCConfig(BCConfig):
@@ -110,6 +114,9 @@ class LoggedMARWILConfig(MARWILConfig):
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or LoggedMARWIL)
         _offline_defaults(self)
+        # MARWIL's advantages come from GAE over each chunk: longer chunks carry real returns
+        # instead of one-step bootstraps from a value function that is still being learned.
+        self.logged_chunk_length = 32
         self.dataset_num_iters_per_learner = 1
         self.train_batch_size_per_learner = 256
         self.lr = 1e-3
