@@ -92,11 +92,19 @@ class OfflineConfig:
 
 @dataclass
 class ServeConfig:
-    """Ray Serve deployment settings; ``none`` = no serving."""
+    """Ray Serve settings of ``mode=serve`` (the app serves ``restore``'s checkpoint)."""
 
     name: str = "none"
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 exposes the server to the network
     port: int = 8000
+    route_prefix: Optional[str] = None  # null = /<env name>
+    num_replicas: int = 1
+    replica_num_cpus: float = 0.5
+    max_batch_size: int = 16  # @serve.batch: requests answered by one forward pass ...
+    batch_wait_timeout_s: float = 0.002  # ... gathered for at most this long
+    max_body_bytes: int = 2_000_000  # larger bodies get 413 (a full 256-request IEv batch is ≈ 1.2 MB)
+    max_request_batch: int = 256  # most observations in one batch-form request
+    foreground: bool = True  # keep running until Ctrl-C (false: start, write serve.json, return)
 
 
 @dataclass
@@ -168,7 +176,7 @@ class Config:
     serve: ServeConfig = MISSING
     logger: LoggerConfig = MISSING
     seed: int = 0
-    mode: str = "train"  # train | evaluate | record | offline_study
+    mode: str = "train"  # train | evaluate | record | offline_study | serve
     restore: Optional[str] = None  # a run dir or checkpoint dir to start from
     resume: bool = False  # continue the interrupted run in hydra.run.dir
     stop: StopConfig = field(default_factory=StopConfig)

@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from recsys_exp.algorithms.registry import ALGORITHMS
 from recsys_exp.config.schema import Config
 
-MODES = ("train", "evaluate", "record", "offline_study")
+MODES = ("train", "evaluate", "record", "offline_study", "serve")
 LOGGER_MODES = ("offline", "online", "disabled")
 OFFLINE_NAMES = ("none", "logged", "bc", "marwil", "cql")
 OPE_ESTIMATORS = ("ips", "snips", "dm", "dr", "iips")
@@ -170,6 +170,19 @@ def check_logged_data(c: dict[str, Any]) -> None:
         raise ConfigError(f"offline.path={path}: the logged data does not fit the env: {', '.join(bad)}")
 
 
+def check_serve(c: dict[str, Any]) -> None:
+    """The serve group: names, ranges, and a checkpoint to serve in mode=serve."""
+    s = c["serve"]
+    _require(s["name"] in ("none", "http"), "serve.name", s["name"], "allowed: none, http")
+    _require(0 < s["port"] < 65536, "serve.port", s["port"], "must be in 1..65535")
+    for key in ("num_replicas", "max_batch_size", "max_body_bytes", "max_request_batch"):
+        _positive(c, f"serve.{key}")
+    _require(s["replica_num_cpus"] > 0, "serve.replica_num_cpus", s["replica_num_cpus"], "must be > 0")
+    _require(s["batch_wait_timeout_s"] >= 0, "serve.batch_wait_timeout_s", s["batch_wait_timeout_s"], "must be >= 0")
+    if c["mode"] == "serve":
+        _require(c["restore"] is not None, "restore", None, "mode=serve needs restore=<run dir or checkpoint dir>")
+
+
 def check_semantics(c: dict[str, Any]) -> None:
     """Ranges and combinations the types cannot express."""
     _require(c["mode"] in MODES, "mode", c["mode"], f"allowed: {', '.join(MODES)}")
@@ -220,7 +233,7 @@ def check_semantics(c: dict[str, Any]) -> None:
     _require(tune["name"] == "none" and not tune["search_space"], "tune.search_space", tune["search_space"],
              "search spaces are not supported yet (tune=none only)")
     check_offline(c, info)
-    _require(c["serve"]["name"] == "none", "serve.name", c["serve"]["name"], "allowed: none")
+    check_serve(c)
     _require(c["logger"]["mode"] in LOGGER_MODES, "logger.mode", c["logger"]["mode"],
              f"allowed: {', '.join(LOGGER_MODES)}")
 

@@ -115,6 +115,21 @@ class ModulePolicy:
         dist = self.module.get_inference_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
         return self._slates(dist.to_deterministic().sample()).numpy()
 
+    @torch.no_grad()
+    def greedy_with_scores(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inference slates (B, K) and, per slot, the probability the policy gives that item there:
+        1 for deterministic slate policies, the softmax marginal for categorical heads."""
+        from ray.rllib.core.columns import Columns
+
+        out = self.module.forward_inference({Columns.OBS: torch.as_tensor(obs)})
+        if Columns.ACTIONS in out:
+            slates = self._slates(out[Columns.ACTIONS])
+            return slates.numpy(), np.ones(slates.shape)
+        logits = out[Columns.ACTION_DIST_INPUTS]
+        dist = self.module.get_inference_action_dist_cls().from_logits(logits)
+        slates = self._slates(dist.to_deterministic().sample())
+        return slates.numpy(), self._slot_probs(logits, slates).double().numpy()
+
     def support(self, obs: np.ndarray, explore: bool, t: int = 0, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """The target policy as ``(slates (B, M, K), probs (B, M))``.
 

@@ -94,6 +94,11 @@ def execute(c: dict[str, Any], run_dir: Path, overrides: list[str], built=None) 
             log.info("summary: %s", summary)
         elif c["mode"] == "record":
             result = record_data(c, run_dir)
+        elif c["mode"] == "serve":
+            from recsys_exp.serve.deployment import run_serve
+
+            run_serve(c, run_dir)
+            result = None
         elif c["mode"] == "offline_study":
             from recsys_exp.offline.study import run_study
 

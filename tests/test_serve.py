@@ -1,0 +1,154 @@
+"""``mode=serve`` on real Ray Serve over loopback HTTP: a tiny trained checkpoint answers with the
+same greedy slates as its module in-process, malformed bodies get their 4xx (and the replica keeps
+answering), ``/info`` describes the model, and shutdown leaves no Serve actors behind."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from conftest import compose_config
+from recsys_exp.config.validate import env_observation_space
+from recsys_exp.offline.dataset import flatten_observations
+from recsys_exp.offline.policy import ModulePolicy, build_module
+
+ENV = ("env.num_candidates=6", "env.slate_size=2")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(ray_session, tmp_path_factory):
+    """A LinUCB checkpoint trained for one iteration, served on a free loopback port."""
+    from ray import serve
+
+    from recsys_exp.runner.build import build_algorithm_config
+    from recsys_exp.serve.deployment import start_app
+
+    c = compose_config("algo=lin_ucb", *ENV, "serve=http", f"serve.port={free_port()}",
+                       "algo.training.train_batch_size_per_learner=200")
+    _, config = build_algorithm_config(c)
+    algo = config.build_algo()
+    try:
+        algo.train()
+        checkpoint = algo.save_to_path(str(tmp_path_factory.mktemp("serve") / "ckpt"))
+    finally:
+        algo.stop()
+    url = start_app(c, checkpoint, name="lin_ucb")
+    yield c, checkpoint, url
+    serve.shutdown()
+
+
+def observations(c: dict, batch: int, seed: int = 0) -> list[dict]:
+    """Random requests in the env's layout (after a few steps, so responses are non-zero)."""
+    from recsys_exp.envs import make_vector_env
+
+    env = make_vector_env(c["env"]["name"], batch, num_candidates=6, slate_size=2, seed=seed)
+    obs, _ = env.reset(seed=seed)
+    obs, *_ = env.step(np.tile([0, 1], (batch, 1)))
+    return [{"user": obs["user"][i].tolist(), "docs": obs["doc"][i].tolist(),
+             "response": {k: v[i].tolist() for k, v in obs["response"].items()}} for i in range(batch)], obs
+
+
+def test_served_slates_equal_the_module_in_process(served):
+    c, checkpoint, url = served
+    bodies, obs = observations(c, 8)
+    expected = ModulePolicy(build_module(c, checkpoint), 6, 2).greedy(flatten_observations(env_observation_space(c), obs))
+    for i, body in enumerate(bodies):
+        r = requests.post(url, json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["slate"] == expected[i].tolist() and answer["model"] == "lin_ucb"
+        assert len(answer["scores"]) == 2 and len(answer["request_id"]) == 32
+    r = requests.post(url, json=bodies, timeout=30)  # the batch form
+    assert r.status_code == 200 and [a["slate"] for a in r.json()] == expected.tolist()
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    (b"{not json", 400, "body"),
+    (json.dumps({"docs": [[0.0] * 20] * 6}).encode(), 422, "user"),
+    (json.dumps({"user": [0.0] * 20, "docs": [[0.0] * 20] * 5}).encode(), 422, "docs"),
+    (b'{"user": [NaN' + b', 0.0' * 19 + b'], "docs": ' + json.dumps([[0.0] * 20] * 6).encode() + b'}', 422, "user"),
+    (b"[" + b" " * 2_000_000 + b"]", 413, "body"),
+])
+def test_malformed_requests_get_a_4xx_naming_the_field(served, body, status, field):
+    _, _, url = served
+    r = requests.post(url, data=body, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    assert field in r.json()["error"]
+    bodies, _ = observations(served[0], 1)
+    assert requests.post(url, json=bodies[0], timeout=30).status_code == 200  # the replica still answers
+
+
+def test_info_describes_the_model(served):
+    c, checkpoint, url = served
+    info = requests.get(f"{url}/info", timeout=30).json()
+    assert info["algorithm"] == "lin_ucb" and info["env"] == "interest_evolution"
+    assert (info["num_candidates"], info["slate_size"], info["user_dim"], info["doc_dim"]) == (6, 2, 20, 20)
+    assert Path(info["checkpoint"]) == Path(checkpoint)
+
+
+def test_serve_binds_to_loopback_by_default():
+    c = compose_config("serve=http")
+    assert c["serve"]["host"] == "127.0.0.1" and compose_config()["serve"]["host"] == "127.0.0.1"
+
+
+def _group_processes(pgid: int) -> list[int]:
+    """PIDs still alive in process group ``pgid`` (from /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_cli_serves_until_ctrl_c_and_leaves_no_processes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = ["logger.mode=disabled", "progress=false", *ENV]
+    run = subprocess.run([sys.executable, "-m", "recsys_exp", "algo=greedy", "stop.timesteps=100", "eval.episodes=5",
+                          "eval.num_envs=5", f"hydra.run.dir={tmp_path / 'run'}", *common],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "recsys_exp", "mode=serve", f"restore={tmp_path / 'run'}",
+                             "serve=http", f"serve.port={port}", f"hydra.run.dir={tmp_path / 'serve'}", *common],
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while not (tmp_path / "serve" / "serve.json").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-2000:] if proc.poll() else "timeout"
+            time.sleep(0.5)
+        url = json.loads((tmp_path / "serve" / "serve.json").read_text())["url"]
+        assert url == f"http://127.0.0.1:{port}/interest_evolution"
+        assert requests.get(f"{url}/info", timeout=30).json()["algorithm"] == "greedy"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert json.loads((tmp_path / "serve" / "run.json").read_text())["status"] == "completed"
+    deadline = time.time() + 30
+    while _group_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _group_processes(proc.pid), "Ray/Serve processes outlived the server"
