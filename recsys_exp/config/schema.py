@@ -105,6 +105,10 @@ class ServeConfig:
     max_body_bytes: int = 2_000_000  # larger bodies get 413 (a full 256-request IEv batch is ≈ 1.2 MB)
     max_request_batch: int = 256  # most observations in one batch-form request
     foreground: bool = True  # keep running until Ctrl-C (false: start, write serve.json, return)
+    candidates: List[str] = field(default_factory=list)  # run dirs: a bandit picks one per request
+    selector: str = "ucb"  # ucb | thompson | epsilon_greedy (over candidates, from /feedback rewards)
+    selector_alpha: float = 1.0  # ucb: width of the confidence bonus
+    selector_epsilon: float = 0.1  # epsilon_greedy: share of requests sent to a random model
 
 
 @dataclass

@@ -179,8 +179,17 @@ def check_serve(c: dict[str, Any]) -> None:
         _positive(c, f"serve.{key}")
     _require(s["replica_num_cpus"] > 0, "serve.replica_num_cpus", s["replica_num_cpus"], "must be > 0")
     _require(s["batch_wait_timeout_s"] >= 0, "serve.batch_wait_timeout_s", s["batch_wait_timeout_s"], "must be >= 0")
+    _require(s["selector"] in ("ucb", "thompson", "epsilon_greedy"), "serve.selector", s["selector"],
+             "allowed: ucb, thompson, epsilon_greedy")
+    _require(s["selector_alpha"] >= 0, "serve.selector_alpha", s["selector_alpha"], "must be >= 0")
+    _require(0 <= s["selector_epsilon"] <= 1, "serve.selector_epsilon", s["selector_epsilon"], "must be in [0, 1]")
+    if s["candidates"]:
+        _require(len(s["candidates"]) >= 2, "serve.candidates", s["candidates"], "model selection needs >= 2 run dirs")
+        _require(s["num_replicas"] == 1, "serve.num_replicas", s["num_replicas"],
+                 "model selection keeps its bandit state in one replica: use 1")
     if c["mode"] == "serve":
-        _require(c["restore"] is not None, "restore", None, "mode=serve needs restore=<run dir or checkpoint dir>")
+        _require(c["restore"] is not None or bool(s["candidates"]), "restore", None,
+                 "mode=serve needs restore=<run dir or checkpoint dir> or serve.candidates=[<run dir>, ...]")
 
 
 def check_semantics(c: dict[str, Any]) -> None:

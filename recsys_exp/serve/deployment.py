@@ -24,6 +24,7 @@ import numpy as np
 from ray import serve
 
 MAX_SERVE_BATCH = 16  # default of @serve.batch; the config's value is applied in __init__
+MAX_PENDING = 100_000  # unrated request ids kept for feedback (oldest forgotten first)
 
 
 def route_prefix(c: dict[str, Any]) -> str:
@@ -34,73 +35,175 @@ def route_prefix(c: dict[str, Any]) -> str:
 
 @serve.deployment
 class SlateRecommender:
-    """Greedy slates of one checkpoint's policy over HTTP (inference only, no exploration)."""
+    """Greedy slates of one or several checkpoints' policies over HTTP (inference only).
 
-    def __init__(self, config: dict[str, Any], checkpoint: str, name: str):
+    ``models``: ``[(name, config, checkpoint)]``; with more than one, a :class:`ModelSelector`
+    picks the model of each request and learns from ``POST <prefix>/feedback``; its state is saved
+    to ``state_path`` after every feedback and loaded from there at start.
+    """
+
+    def __init__(self, models: list[tuple[str, dict[str, Any], str]], state_path: str | None = None):
         import torch
 
         from recsys_exp.config.validate import env_observation_space
         from recsys_exp.offline.policy import ModulePolicy, build_module
         from recsys_exp.serve.requests import ObservationSpec
+        from recsys_exp.serve.selector import ModelSelector
 
         torch.set_num_threads(1)
+        config = models[0][1]
         s = config["serve"]
         n, k = config["env"]["num_candidates"], config["env"]["slate_size"]
         self.space = env_observation_space(config)
         self.spec = ObservationSpec.from_space(self.space, max_body_bytes=s["max_body_bytes"],
                                                max_batch=s["max_request_batch"])
-        self.policy = ModulePolicy(build_module(config, checkpoint), n, k)
-        self.name = name
+        self.names = [name for name, _, _ in models]
+        self.policies = [ModulePolicy(build_module(cfg, ckpt), n, k) for _, cfg, ckpt in models]
+        self.model_info = [{"model": name, "algorithm": cfg["algo"]["name"], "checkpoint": str(ckpt)}
+                           for name, cfg, ckpt in models]
         self.info_body = {
-            "model": name, "algorithm": config["algo"]["name"], "env": config["env"]["name"],
-            "num_candidates": n, "slate_size": k, "user_dim": self.spec.user_dim, "doc_dim": self.spec.doc_dim,
-            "response_fields": self.spec.response_fields, "checkpoint": str(checkpoint),
+            "env": config["env"]["name"], "num_candidates": n, "slate_size": k, "user_dim": self.spec.user_dim,
+            "doc_dim": self.spec.doc_dim, "response_fields": self.spec.response_fields,
             "max_body_bytes": s["max_body_bytes"], "max_request_batch": s["max_request_batch"],
+            **(self.model_info[0] if len(models) == 1 else {"models": self.model_info}),
         }
+        self.selector, self.state_path, self.pending = None, state_path, {}
+        if len(models) > 1:
+            self.selector = ModelSelector(self.names, s["selector"], s["selector_alpha"], s["selector_epsilon"],
+                                          seed=config["seed"])
+            if state_path:
+                self.selector.load(Path(state_path))
         self.recommend.set_max_batch_size(s["max_batch_size"])
         self.recommend.set_batch_wait_timeout_s(s["batch_wait_timeout_s"])
 
     @serve.batch(max_batch_size=MAX_SERVE_BATCH, batch_wait_timeout_s=0.002)
-    async def recommend(self, flats: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One forward pass for the observations of several requests (each (b_i, obs_dim))."""
-        flat = np.concatenate(flats)
-        slates, scores = self.policy.greedy_with_scores(flat)
-        out, start = [], 0
-        for f in flats:
-            out.append((slates[start:start + len(f)], scores[start:start + len(f)]))
-            start += len(f)
+    async def recommend(self, requests: list[tuple[int, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One forward pass per model for the observations of several requests ((model, (b_i, obs_dim)))."""
+        out: list = [None] * len(requests)
+        for arm in {arm for arm, _ in requests}:
+            idx = [i for i, (a, _) in enumerate(requests) if a == arm]
+            flat = np.concatenate([requests[i][1] for i in idx])
+            slates, scores = self.policies[arm].greedy_with_scores(flat)
+            start = 0
+            for i in idx:
+                b = len(requests[i][1])
+                out[i] = (slates[start:start + b], scores[start:start + b])
+                start += b
         return out
 
+    def info(self) -> dict[str, Any]:
+        """What /info answers: the model(s), the observation layout and the selector's state."""
+        if self.selector is None:
+            return self.info_body
+        return {**self.info_body, "selection": self.selector.state()}
+
     async def __call__(self, request):
+        from starlette.responses import JSONResponse
+
+        path = request.url.path.rstrip("/")
+        if request.method == "GET" and path.endswith("/info"):
+            return JSONResponse(self.info())
+        if request.method == "POST" and path.endswith("/feedback"):
+            return self.feedback(await request.body())
+        if request.method != "POST" or path.endswith("/info"):
+            return JSONResponse({"error": f"{request.method} {request.url.path}: use POST <prefix>, "
+                                          f"POST <prefix>/feedback or GET <prefix>/info"}, status_code=405)
+        return await self.answer(await request.body())
+
+    async def answer(self, body: bytes):
+        """Validate a recommendation request and answer it with the chosen model's greedy slate(s)."""
         from starlette.responses import JSONResponse
 
         from recsys_exp.offline.dataset import flatten_observations
         from recsys_exp.serve.requests import RequestError, parse_recommend
 
-        path = request.url.path.rstrip("/")
-        if request.method == "GET" and path.endswith("/info"):
-            return JSONResponse(self.info_body)
-        if request.method != "POST" or path.endswith("/info"):
-            return JSONResponse({"error": f"{request.method} {request.url.path}: use POST <prefix> or GET <prefix>/info"},
-                                status_code=405)
         try:
-            obs, is_batch = parse_recommend(await request.body(), self.spec)
+            obs, is_batch = parse_recommend(body, self.spec)
         except RequestError as e:
             return JSONResponse({"error": e.message}, status_code=e.status)
-        slates, scores = await self.recommend(flatten_observations(self.space, obs))
-        answers = [{"slate": s.tolist(), "scores": [round(float(x), 6) for x in p], "model": self.name,
-                    "request_id": uuid.uuid4().hex} for s, p in zip(slates, scores)]
+        arm = self.selector.choose() if self.selector else 0
+        slates, scores = await self.recommend((arm, flatten_observations(self.space, obs)))
+        answers = []
+        for slate, score in zip(slates, scores):
+            request_id = uuid.uuid4().hex
+            if self.selector:
+                self.pending[request_id] = arm
+                if len(self.pending) > MAX_PENDING:  # forget the oldest unrated requests
+                    self.pending.pop(next(iter(self.pending)))
+            answers.append({"slate": slate.tolist(), "scores": [round(float(x), 6) for x in score],
+                            "model": self.names[arm], "request_id": request_id})
         return JSONResponse(answers if is_batch else answers[0])
 
+    def feedback(self, body: bytes):
+        """``{"request_id", "reward"}``: credit the model that answered that request (once)."""
+        from starlette.responses import JSONResponse
 
-def start_app(c: dict[str, Any], checkpoint: str | Path, name: str = "recommender") -> str:
-    """Deploy ``checkpoint`` (config ``c``) on a running Ray; returns the URL of its route."""
+        from recsys_exp.runner.run_dir import atomic_write_json
+        from recsys_exp.serve.requests import RequestError, parse_feedback
+
+        try:
+            request_id, reward = parse_feedback(body, self.spec.max_body_bytes)
+        except RequestError as e:
+            return JSONResponse({"error": e.message}, status_code=e.status)
+        if self.selector is None:
+            return JSONResponse({"error": "feedback: this app serves one model (set serve.candidates for "
+                                          "model selection)"}, status_code=404)
+        arm = self.pending.pop(request_id, None)
+        if arm is None:
+            return JSONResponse({"error": f"request_id: {request_id!r} is unknown or already rated"},
+                                status_code=404)
+        self.selector.update(arm, reward)
+        if self.state_path:
+            atomic_write_json(Path(self.state_path), self.selector.state())
+        return JSONResponse({"request_id": request_id, "model": self.names[arm], "reward": reward})
+
+
+def serving_models(c: dict[str, Any], checkpoint: str | Path | None = None) -> list[tuple[str, dict[str, Any], str]]:
+    """``[(name, config, checkpoint)]`` to serve: ``checkpoint`` (config ``c``), else ``serve.candidates``
+    (each with its own saved config and this run's serve settings), else ``restore``."""
+    from recsys_exp.config.validate import ConfigError
+    from recsys_exp.runner.run_dir import load_config, locate_checkpoint
+
+    if checkpoint is not None:
+        return [(c["algo"]["name"], c, str(checkpoint))]
+    if not c["serve"]["candidates"]:
+        return [(c["algo"]["name"], c, str(locate_checkpoint(c["restore"])[0]))]
+    models, names = [], set()
+    for path in c["serve"]["candidates"]:
+        try:
+            ckpt, config_dir = locate_checkpoint(path)
+        except FileNotFoundError as e:
+            raise ConfigError(f"serve.candidates: {e}") from None
+        cfg = {**load_config(config_dir / "config.yaml"), "serve": c["serve"]}
+        name = Path(path).name
+        while name in names:
+            name += "'"
+        names.add(name)
+        models.append((name, cfg, str(ckpt)))
+    first = models[0][1]["env"]
+    for name, cfg, _ in models[1:]:
+        if {k: cfg["env"][k] for k in ("name", "num_candidates", "slate_size")} != \
+                {k: first[k] for k in ("name", "num_candidates", "slate_size")}:
+            raise ConfigError(f"serve.candidates: {name} was trained on env {cfg['env']['name']} "
+                              f"{cfg['env']['num_candidates']}-{cfg['env']['slate_size']}, {models[0][0]} on "
+                              f"{first['name']} {first['num_candidates']}-{first['slate_size']}; candidates must share the env")
+    return models
+
+
+def start_app(c: dict[str, Any], checkpoint: str | Path | None = None, name: str | None = None,
+              state_path: str | Path | None = None) -> str:
+    """Deploy on a running Ray: ``checkpoint`` with config ``c`` (as model ``name``), or
+    :func:`serving_models`' choice; returns the URL of the route."""
     s = c["serve"]
+    models = serving_models(c, checkpoint)
+    if name is not None and len(models) == 1:
+        models = [(name, *models[0][1:])]
     serve.start(http_options={"host": s["host"], "port": s["port"]})
     prefix = route_prefix(c)
     app = SlateRecommender.options(num_replicas=s["num_replicas"],
-                                   ray_actor_options={"num_cpus": s["replica_num_cpus"]}).bind(c, str(checkpoint), name)
-    serve.run(app, name=name, route_prefix=prefix)
+                                   ray_actor_options={"num_cpus": s["replica_num_cpus"]}).bind(
+        models, str(state_path) if state_path else None)
+    serve.run(app, name="recsys_exp", route_prefix=prefix)
     return f"http://{s['host']}:{s['port']}{prefix}"
 
 
@@ -108,15 +211,17 @@ def run_serve(c: dict[str, Any], run_dir: Path) -> None:
     """``mode=serve``: start Ray and the app, write serve.json, and (foreground) wait for Ctrl-C."""
     import time
 
-    from recsys_exp.runner.run_dir import atomic_write_json, locate_checkpoint
+    from recsys_exp.runner.run_dir import atomic_write_json
     from recsys_exp.runner.train import init_ray
 
-    checkpoint, _ = locate_checkpoint(c["restore"])
+    models = serving_models(c)  # config errors before Ray starts
     init_ray(c)
     try:
-        url = start_app(c, checkpoint)
-        atomic_write_json(run_dir / "serve.json", {"url": url, "info": f"{url}/info", "checkpoint": str(checkpoint)})
-        print(f"serving {c['algo']['name']} from {checkpoint} at {url} (GET {url}/info); Ctrl-C stops", flush=True)
+        url = start_app(c, state_path=run_dir / "selector.json")
+        atomic_write_json(run_dir / "serve.json", {"url": url, "info": f"{url}/info",
+                                                   "models": {name: ckpt for name, _, ckpt in models}})
+        print(f"serving {', '.join(name for name, _, _ in models)} at {url} (GET {url}/info); Ctrl-C stops",
+              flush=True)
         if c["serve"]["foreground"]:
             while True:
                 time.sleep(1)
