@@ -194,7 +194,7 @@ def _greedy_checkpoint(overrides: tuple[str, ...], out: Path) -> Path:
     return path
 
 
-def test_model_selection_over_http_finds_the_better_model_and_survives_a_restart(ray_session, tmp_path):
+def test_model_selection_over_http_finds_the_better_model_and_survives_a_restart(served, tmp_path):
     """Driven by the RecSim env: each answer's slate is shown to a simulated user, its reward fed back."""
     from ray import serve
 
@@ -204,7 +204,10 @@ def test_model_selection_over_http_finds_the_better_model_and_survives_a_restart
     lts = ("env=long_term_satisfaction", "env.max_episode_steps=30", "algo=greedy", "algo.training.score=feature")
     good = _greedy_checkpoint(lts, tmp_path / "good")  # most clickbait first: ≈ 19 per step
     bad = _greedy_checkpoint((*lts, "algo.training.descending=false"), tmp_path / "bad")  # ≈ 13 per step
-    c = compose_config(*lts, "serve=http", f"serve.port={free_port()}", f"serve.candidates=[{good},{bad}]")
+    # A second app on the running Serve (the `served` fixture's proxy and port), on its own route.
+    port = served[0]["serve"]["port"]
+    c = compose_config(*lts, "serve=http", f"serve.port={port}", f"serve.candidates=[{good},{bad}]",
+                       "serve.route_prefix=/selection")
     state = tmp_path / "selector.json"
     url = start_app(c, state_path=state)
     try:
@@ -226,8 +229,8 @@ def test_model_selection_over_http_finds_the_better_model_and_survives_a_restart
         before = requests.get(f"{url}/info", timeout=30).json()["selection"]
         assert before["selector"] == "ucb" and before["models"]["good"]["feedback"] + before["models"]["bad"]["feedback"] == 400
         assert json.loads(state.read_text()) == before
-        serve.delete("recsys_exp")
+        serve.delete("selection")
         url = start_app(c, state_path=state)  # a restart loads the saved state
         assert requests.get(f"{url}/info", timeout=30).json()["selection"] == before
     finally:
-        serve.shutdown()
+        serve.delete("selection")

@@ -102,6 +102,7 @@ class ServeConfig:
     replica_num_cpus: float = 0.5
     max_batch_size: int = 16  # @serve.batch: requests answered by one forward pass ...
     batch_wait_timeout_s: float = 0.002  # ... gathered for at most this long
+    max_ongoing_requests: int = 64  # per replica (Serve's default 5 turns concurrent clients away)
     max_body_bytes: int = 2_000_000  # larger bodies get 413 (a full 256-request IEv batch is ≈ 1.2 MB)
     max_request_batch: int = 256  # most observations in one batch-form request
     foreground: bool = True  # keep running until Ctrl-C (false: start, write serve.json, return)

@@ -175,7 +175,7 @@ def check_serve(c: dict[str, Any]) -> None:
     s = c["serve"]
     _require(s["name"] in ("none", "http"), "serve.name", s["name"], "allowed: none, http")
     _require(0 < s["port"] < 65536, "serve.port", s["port"], "must be in 1..65535")
-    for key in ("num_replicas", "max_batch_size", "max_body_bytes", "max_request_batch"):
+    for key in ("num_replicas", "max_batch_size", "max_ongoing_requests", "max_body_bytes", "max_request_batch"):
         _positive(c, f"serve.{key}")
     _require(s["replica_num_cpus"] > 0, "serve.replica_num_cpus", s["replica_num_cpus"], "must be > 0")
     _require(s["batch_wait_timeout_s"] >= 0, "serve.batch_wait_timeout_s", s["batch_wait_timeout_s"], "must be >= 0")

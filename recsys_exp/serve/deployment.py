@@ -33,6 +33,11 @@ def route_prefix(c: dict[str, Any]) -> str:
     return "/" + prefix.strip("/")
 
 
+def app_name(c: dict[str, Any]) -> str:
+    """The Serve application's name: its route prefix without slashes (one app per route)."""
+    return route_prefix(c).strip("/").replace("/", "_") or "root"
+
+
 @serve.deployment
 class SlateRecommender:
     """Greedy slates of one or several checkpoints' policies over HTTP (inference only).
@@ -200,10 +205,10 @@ def start_app(c: dict[str, Any], checkpoint: str | Path | None = None, name: str
         models = [(name, *models[0][1:])]
     serve.start(http_options={"host": s["host"], "port": s["port"]})
     prefix = route_prefix(c)
-    app = SlateRecommender.options(num_replicas=s["num_replicas"],
+    app = SlateRecommender.options(num_replicas=s["num_replicas"], max_ongoing_requests=s["max_ongoing_requests"],
                                    ray_actor_options={"num_cpus": s["replica_num_cpus"]}).bind(
         models, str(state_path) if state_path else None)
-    serve.run(app, name="recsys_exp", route_prefix=prefix)
+    serve.run(app, name=app_name(c), route_prefix=prefix)
     return f"http://{s['host']}:{s['port']}{prefix}"
 
 
