@@ -46,7 +46,8 @@ def data_throughput(run_dir: Path, seconds: float = 5.0) -> dict[str, float]:
     from recsys_exp.config.validate import env_observation_space
     from recsys_exp.offline.dataset import LoggedData
     from recsys_exp.offline.policy import ModulePolicy, build_module
-    from recsys_exp.offline.recorder import make_env_for, record, rollout
+    from recsys_exp.config.validate import config_vector_env
+    from recsys_exp.offline.recorder import record, rollout
     from recsys_exp.offline.schema import data_files
     from recsys_exp.runner.run_dir import load_config, locate_checkpoint
 
@@ -56,7 +57,7 @@ def data_throughput(run_dir: Path, seconds: float = 5.0) -> dict[str, float]:
     c["offline"]["record_steps"] = steps
 
     policy = ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
-    env = make_env_for(c, c["offline"]["record_num_envs"], c["seed"])
+    env = config_vector_env(c, c["offline"]["record_num_envs"], c["seed"])
     start = time.perf_counter()
     rows = sum(len(r["reward"]) for r in rollout(policy, env, steps=steps, seed=c["seed"]))
     bare = rows / (time.perf_counter() - start)

@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import compose_config
-from recsys_exp.config.validate import ConfigError, env_observation_space
+from recsys_exp.config.validate import ConfigError, config_vector_env, env_observation_space
 from recsys_exp.offline.dataset import LoggedData
 from recsys_exp.offline.evaluation import ope_inputs, simulated_value
 from recsys_exp.offline.ope import OPEError, estimate
 from recsys_exp.offline.policy import ModulePolicy, build_module
-from recsys_exp.offline.recorder import make_env_for, record, rollout
+from recsys_exp.offline.recorder import record, rollout
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEDY_EPS = ("algo=greedy", "exploration=epsilon_greedy", "exploration.initial_epsilon=0.5",
@@ -63,7 +63,7 @@ class StepCounter:
 
 def test_rollout_logs_one_row_per_env_step_of_each_session():
     c = compose_config(*GREEDY_EPS)
-    env = StepCounter(make_env_for(c, 8, seed=3))
+    env = StepCounter(config_vector_env(c, 8, seed=3))
     rows = list(rollout(policy_of(c), env, episodes=8, seed=3))
     episode = np.concatenate([r["episode_id"] for r in rows])
     assert (env.first_session > 0).all()

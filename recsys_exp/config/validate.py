@@ -74,15 +74,19 @@ def check_env(env: dict[str, Any], seed: int) -> None:
         raise ConfigError(f"env: {e}") from None
 
 
-def env_observation_space(c: dict[str, Any]):
-    """The single observation space of the configured env (builds one native env, no Ray)."""
+def config_vector_env(c: dict[str, Any], num_envs: int, seed: int):
+    """The native vector env of config ``c`` with ``num_envs`` users (slate actions, no Ray)."""
     from recsys_exp.envs.registry import make_vector_env
 
     env = c["env"]
-    vec = make_vector_env(env["name"], num_envs=1, num_candidates=env["num_candidates"],
-                          slate_size=env["slate_size"], resample_documents=env["resample_documents"],
-                          max_episode_steps=env["max_episode_steps"], seed=c["seed"], **env["params"])
-    return vec.single_observation_space
+    return make_vector_env(env["name"], num_envs=num_envs, num_candidates=env["num_candidates"],
+                           slate_size=env["slate_size"], resample_documents=env["resample_documents"],
+                           max_episode_steps=env["max_episode_steps"], seed=seed, **env["params"])
+
+
+def env_observation_space(c: dict[str, Any]):
+    """The single observation space of the configured env (builds one native env, no Ray)."""
+    return config_vector_env(c, 1, c["seed"]).single_observation_space
 
 
 def check_algo_env(c: dict[str, Any]) -> None:

@@ -73,11 +73,12 @@ class LoggedData:
                 raise DataError(f"{f}: sizes {sizes} differ from {files[0]}'s "
                                 f"{ {k: meta.get(k) for k in sizes} }")
             tables.append(table)
+        largest: dict[Path, int] = {}
         for f, table in zip(files, tables):
-            if f.parent not in offsets:
-                offsets[f.parent] = next_id
-                next_id += int(max(pc.max(t.column("episode_id")).as_py() or 0
-                                   for g, t in zip(files, tables) if g.parent == f.parent)) + 1
+            largest[f.parent] = max(largest.get(f.parent, 0), pc.max(table.column("episode_id")).as_py() or 0)
+        for parent, top in largest.items():
+            offsets[parent] = next_id
+            next_id += top + 1
         tables = [t.set_column(t.column_names.index("episode_id"), "episode_id",
                                pc.add(t.column("episode_id"), pa.scalar(offsets[f.parent], pa.int64())))
                   for f, t in zip(files, tables)]

@@ -74,10 +74,11 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
 def simulated_value(c: dict[str, Any], policy, explore: bool, gamma: float, episodes: int, seed: int) -> dict[str, Any]:
     """The target's true γ-discounted session return, by simulating ``episodes`` sessions in the env
     (the ground truth the estimates are compared with)."""
-    from recsys_exp.offline.recorder import make_env_for, rollout
+    from recsys_exp.config.validate import config_vector_env
+    from recsys_exp.offline.recorder import rollout
     from recsys_exp.runner.evaluate import mean_ci95
 
-    env = make_env_for(c, min(c["eval"]["num_envs"], episodes), seed)
+    env = config_vector_env(c, min(c["eval"]["num_envs"], episodes), seed)
     returns: dict[int, float] = {}
     for rows in rollout(policy, env, episodes=episodes, explore=explore, seed=seed):
         for ep, t, r in zip(rows["episode_id"], rows["step"], rows["reward"]):

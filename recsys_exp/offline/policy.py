@@ -104,16 +104,9 @@ class ModulePolicy:
             marginals = [p.softmax(-1) for p in logits.split(self.n, dim=-1)]
         return torch.stack([marginals[j].gather(1, slates[:, j:j + 1])[:, 0] for j in range(self.k)], dim=-1)
 
-    @torch.no_grad()
     def greedy(self, obs: np.ndarray) -> np.ndarray:
         """The inference (no exploration) slate of each observation: (B, K)."""
-        from ray.rllib.core.columns import Columns
-
-        out = self.module.forward_inference({Columns.OBS: torch.as_tensor(obs)})
-        if Columns.ACTIONS in out:
-            return self._slates(out[Columns.ACTIONS]).numpy()
-        dist = self.module.get_inference_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
-        return self._slates(dist.to_deterministic().sample()).numpy()
+        return self.greedy_with_scores(obs)[0]
 
     @torch.no_grad()
     def greedy_with_scores(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

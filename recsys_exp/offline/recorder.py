@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
+from recsys_exp.config.validate import config_vector_env
 from recsys_exp.offline.dataset import flatten_observations
 from recsys_exp.offline.policy import ModulePolicy
 from recsys_exp.offline.schema import RESPONSE_PREFIX, fixed_list, logged_schema, write_table_atomic
@@ -124,16 +125,6 @@ def _table(chunks: list[dict[str, np.ndarray]], schema: pa.Schema) -> pa.Table:
     return pa.table(cols, schema=schema)
 
 
-def make_env_for(c: dict[str, Any], num_envs: int, seed: int):
-    """The native vector env of config ``c`` (slate actions; flattening is the policy's job)."""
-    from recsys_exp.envs.registry import make_vector_env
-
-    env = c["env"]
-    return make_vector_env(env["name"], num_envs=num_envs, num_candidates=env["num_candidates"],
-                           slate_size=env["slate_size"], resample_documents=env["resample_documents"],
-                           max_episode_steps=env["max_episode_steps"], seed=seed, **env["params"])
-
-
 def behaviour_description(c: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
     """What made the data: algorithm, exploration, checkpoint and seed (stored in the file metadata)."""
     return {"env": c["env"]["name"], "env_config": c["env"], "algo": c["algo"]["name"],
@@ -147,7 +138,7 @@ def record(c: dict[str, Any], out_dir: Path, checkpoint: str | None = None) -> d
     from recsys_exp.runner.run_dir import atomic_write_json
 
     off = c["offline"]
-    env = make_env_for(c, off["record_num_envs"], c["seed"])
+    env = config_vector_env(c, off["record_num_envs"], c["seed"])
     space = env.single_observation_space
     policy = ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
     schema = logged_schema(c["env"]["num_candidates"], c["env"]["slate_size"], space["user"].shape[0],
