@@ -107,6 +107,8 @@ def test_group_option_composes_and_validates(group, option, logged_iev):
     overrides = [f"{group}={option}"]
     if (group, option) == ("offline", "logged"):  # logged data for an offline algorithm
         overrides.insert(0, "algo=bc")
+    if (group, option) == ("tune", "bandit_alpha"):  # searches the UCB width: needs a UCB algorithm
+        overrides.insert(0, "algo=lin_ucb")
     cfg, choices = compose_cfg(overrides)
     if ALGORITHMS[cfg.algo.name].offline:  # offline algorithms need logged data
         overrides.append(f"offline.path={logged_iev}")

@@ -60,15 +60,40 @@ class ModelConfig:
 
 
 @dataclass
+class AshaConfig:
+    """ASHA (Li et al. 2020) early stopping; units are those of ``tune.time_attr``."""
+
+    max_t: Optional[int] = None  # null = the run's stop budget in time_attr units
+    grace_period: int = 1  # every trial runs at least this long
+    reduction_factor: float = 2.0  # keep the top 1/rf at each rung
+
+
+@dataclass
+class PbtConfig:
+    """Population-based training (Jaderberg et al. 2017): exploit the top, perturb the rest."""
+
+    perturbation_interval: int = 2  # in time_attr units
+    quantile_fraction: float = 0.25  # bottom fraction copies the top fraction
+    resample_probability: float = 0.25  # else perturb by x0.8 / x1.2
+
+
+@dataclass
 class TuneConfig:
-    """Ray Tune settings; ``none`` runs one trial."""
+    """Ray Tune: ``none`` runs one trial; a sweep samples ``search_space`` (keys of the algo,
+    model and exploration groups) and trains every configuration under ``seeds`` seeds."""
 
     name: str = "none"
-    metric: str = "env_runners/episode_return_mean"
+    metric: str = "env_runners/episode_return_mean"  # averaged over the seeds of a configuration
     mode: str = "max"
-    num_samples: int = 1
+    num_samples: int = 1  # configurations drawn (x every grid point)
     max_concurrent_trials: Optional[int] = None
-    search_space: Dict[str, Any] = field(default_factory=dict)
+    seeds: int = 1  # seeds per configuration: seed, seed+1, ...
+    scheduler: str = "none"  # none | asha | pbt
+    search_alg: str = "random"  # random | optuna
+    time_attr: str = "num_env_steps_sampled_lifetime"  # progress unit of the schedulers
+    search_space: Dict[str, Any] = field(default_factory=dict)  # key -> {type, values | low, high}
+    asha: AshaConfig = field(default_factory=AshaConfig)
+    pbt: PbtConfig = field(default_factory=PbtConfig)
 
 
 @dataclass
@@ -155,6 +180,7 @@ class RayConfig:
     address: Optional[str] = None  # null | auto | ray://host:port | host:port
     num_cpus: Optional[int] = 2  # for a local Ray; ignored when joining a cluster
     object_store_memory_mb: int = 200
+    storage_path: Optional[str] = None  # Tune storage: null = <run dir>/ray_results; a shared dir or URI on clusters
 
 
 @dataclass

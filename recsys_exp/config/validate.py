@@ -23,6 +23,9 @@ OPE_ESTIMATORS = ("ips", "snips", "dm", "dr", "iips")
 ACTIVATIONS = ("relu", "tanh", "swish", "silu", "elu", "linear")
 EXPLORATIONS = ("none", "epsilon_greedy", "ucb", "thompson")
 MAX_FLAT_ACTIONS = 100_000
+SCHEDULERS = ("none", "asha", "pbt")
+SEARCH_ALGS = ("random", "optuna")
+TIME_ATTRS = ("num_env_steps_sampled_lifetime", "training_iteration")
 
 
 class ConfigError(ValueError):
@@ -112,6 +115,41 @@ def check_algo_env(c: dict[str, Any]) -> None:
             _require(isinstance(index, int) and 0 <= index < doc_dim, "algo.training.feature_index", index,
                      f"env={env} has {doc_dim} doc feature(s): allowed 0..{doc_dim - 1}")
         _require(score in ("affinity", "feature"), "algo.training.score", score, "allowed: affinity, feature")
+    if name in ("ucb1", "epsilon_greedy_bandit"):
+        check_stateless_bandit(c, layout)
+
+
+def check_stateless_bandit(c: dict[str, Any], layout: dict[str, Any]) -> None:
+    """``algo=ucb1`` / ``algo=epsilon_greedy_bandit``: the arms exist in this env (bandit_arms.py)."""
+    from recsys_exp.algorithms.bandit_arms import ARMS, CLUSTER_ENVS, cluster_features
+
+    name, env, training = c["algo"]["name"], c["env"]["name"], c["algo"]["training"]
+    arms = training.get("arms", "cluster")
+    _require(arms in ARMS, "algo.training.arms", arms, f"allowed: {', '.join(ARMS)}")
+    if arms == "cluster":
+        vec = config_vector_env(c, 1, c["seed"])
+        try:
+            start, width = cluster_features(vec.single_observation_space)
+        except ValueError as e:
+            raise ConfigError(f"algo.training.arms=cluster: algo={name} cannot find clusters in env={env}: {e}; "
+                              f"or use algo.training.arms=item with env.resample_documents=false") from None
+        docs = vec.reset(seed=c["seed"])[0]["doc"][0, :, start:start + width]
+        if not ((docs == 0) | (docs == 1)).all() or not (docs.sum(-1) == 1).all():
+            raise ConfigError(f"algo.training.arms=cluster: the doc features of env={env} do not start with a "
+                              f"one-hot of its {width} clusters ({CLUSTER_ENVS} do)")
+    else:
+        runners = c["algo"]["env_runners"]
+        _require(not c["env"]["resample_documents"], "algo.training.arms", arms,
+                 "an arm is a candidate position, the same document only while the candidates stay fixed: "
+                 "set env.resample_documents=false (or use algo.training.arms=cluster)")
+        _require(runners.get("num_envs_per_env_runner", 1) == 1 and runners.get("num_env_runners", 0) <= 1,
+                 "algo.training.arms", arms, "every simulated user keeps its own fixed candidates: set "
+                 "algo.env_runners.num_envs_per_env_runner=1 and num_env_runners<=1")
+    tie = training.get("tie_feature")
+    doc_dim = layout["doc"][2]
+    _require(tie is None or (isinstance(tie, int) and not isinstance(tie, bool) and 0 <= tie < doc_dim),
+             "algo.training.tie_feature", tie, f"env={env} has {doc_dim} doc feature(s): allowed null or "
+             f"0..{doc_dim - 1}")
 
 
 def check_offline(c: dict[str, Any], info) -> None:
@@ -196,6 +234,69 @@ def check_serve(c: dict[str, Any]) -> None:
                  "mode=serve needs restore=<run dir or checkpoint dir> or serve.candidates=[<run dir>, ...]")
 
 
+def is_sweep(c: dict[str, Any]) -> bool:
+    """A Tune sweep (search space, seeds, scheduler) rather than one training run."""
+    return c["tune"]["name"] != "none"
+
+
+def check_tune(c: dict[str, Any]) -> None:
+    """The tune group: names, ranges, scheduler/searcher combinations and the search space."""
+    from recsys_exp.sweep.space import SearchSpaceError, check_search_space
+
+    tune = c["tune"]
+    _require(tune["mode"] in ("max", "min"), "tune.mode", tune["mode"], "allowed: max, min")
+    _positive(c, "tune.num_samples")
+    _positive(c, "tune.max_concurrent_trials", allow_none=True)
+    _positive(c, "tune.seeds")
+    _require(tune["scheduler"] in SCHEDULERS, "tune.scheduler", tune["scheduler"], f"allowed: {', '.join(SCHEDULERS)}")
+    _require(tune["search_alg"] in SEARCH_ALGS, "tune.search_alg", tune["search_alg"],
+             f"allowed: {', '.join(SEARCH_ALGS)}")
+    _require(tune["time_attr"] in TIME_ATTRS, "tune.time_attr", tune["time_attr"], f"allowed: {', '.join(TIME_ATTRS)}")
+    if not is_sweep(c):
+        for key, default in (("search_space", {}), ("seeds", 1), ("scheduler", "none"), ("search_alg", "random"),
+                             ("num_samples", 1)):
+            _require(tune[key] == default, f"tune.{key}", tune[key],
+                     "tune=none trains one configuration; choose a sweep (tune=sweep, tune=slateq_asha, "
+                     "tune=bandit_alpha) or set tune.name")
+        return
+    _require(c["mode"] == "train", "tune.name", tune["name"], f"sweeps train; mode={c['mode']} runs without Tune "
+             f"(use tune=none)")
+    _require(c["restore"] is None, "restore", c["restore"], "a sweep starts every trial fresh; use tune=none to "
+             "continue from a checkpoint")
+    a = tune["asha"]
+    _require(a["grace_period"] > 0, "tune.asha.grace_period", a["grace_period"], "must be > 0")
+    _require(a["reduction_factor"] > 1, "tune.asha.reduction_factor", a["reduction_factor"], "must be > 1")
+    _positive(c, "tune.asha.max_t", allow_none=True)
+    p = tune["pbt"]
+    _positive(c, "tune.pbt.perturbation_interval")
+    _require(0 < p["quantile_fraction"] <= 0.5, "tune.pbt.quantile_fraction", p["quantile_fraction"],
+             "must be in (0, 0.5]")
+    _require(0 <= p["resample_probability"] <= 1, "tune.pbt.resample_probability", p["resample_probability"],
+             "must be in [0, 1]")
+    if tune["time_attr"] == "num_env_steps_sampled_lifetime" and tune["scheduler"] != "none":
+        _require(c["stop"]["timesteps"] is not None or a["max_t"] is not None, "tune.time_attr", tune["time_attr"],
+                 "the scheduler measures env steps but stop.timesteps is null: set it or tune.asha.max_t")
+    try:
+        flat = check_search_space(c, _validate_probe)
+    except SearchSpaceError as e:
+        raise ConfigError(str(e)) from None
+    kinds = {spec["type"] for spec in flat.values()}
+    if tune["search_alg"] == "optuna":
+        _require("grid" not in kinds, "tune.search_alg", "optuna", "Optuna samples its own points: use choice "
+                 "instead of grid in tune.search_space")
+        _require(bool(flat), "tune.search_alg", "optuna", "Optuna needs a non-empty tune.search_space")
+        _require(tune["scheduler"] != "pbt", "tune.search_alg", "optuna", "pbt mutates its population itself: "
+                 "use search_alg=random with scheduler=pbt")
+    if tune["scheduler"] == "pbt":
+        _require(any(k != "grid" for k in kinds), "tune.scheduler", "pbt",
+                 "pbt perturbs choice/uniform/loguniform/randint keys: tune.search_space has none")
+        _require(tune["num_samples"] >= 2, "tune.num_samples", tune["num_samples"], "pbt needs a population of >= 2")
+
+
+def _validate_probe(probe: dict[str, Any]) -> None:
+    check_semantics(check_schema(probe))
+
+
 def check_semantics(c: dict[str, Any]) -> None:
     """Ranges and combinations the types cannot express."""
     _require(c["mode"] in MODES, "mode", c["mode"], f"allowed: {', '.join(MODES)}")
@@ -239,12 +340,7 @@ def check_semantics(c: dict[str, Any]) -> None:
     _require(model["activation"] in ACTIVATIONS, "model.activation", model["activation"],
              f"allowed: {', '.join(ACTIVATIONS)}")
 
-    tune = c["tune"]
-    _require(tune["mode"] in ("max", "min"), "tune.mode", tune["mode"], "allowed: max, min")
-    _positive(c, "tune.num_samples")
-    _positive(c, "tune.max_concurrent_trials", allow_none=True)
-    _require(tune["name"] == "none" and not tune["search_space"], "tune.search_space", tune["search_space"],
-             "search spaces are not supported yet (tune=none only)")
+    check_tune(c)
     check_offline(c, info)
     check_serve(c)
     _require(c["logger"]["mode"] in LOGGER_MODES, "logger.mode", c["logger"]["mode"],

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from recsys_exp.config.schema import GROUPS
-from recsys_exp.config.validate import ConfigError
+from recsys_exp.config.validate import ConfigError, is_sweep
 from recsys_exp.runner.run_dir import (
     CONFIG_FILE,
     RUN_FILE,
@@ -67,6 +67,12 @@ def build(c: dict[str, Any]):
         return None
     from recsys_exp.runner.build import build_algorithm_config
 
+    if is_sweep(c):
+        from recsys_exp.sweep.space import check_with_rllib
+
+        check_with_rllib(c)
+        return None
+
     checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
     return (*build_algorithm_config(c, checkpoint), checkpoint)
 
@@ -86,7 +92,13 @@ def execute(c: dict[str, Any], run_dir: Path, overrides: list[str], built=None) 
         write_config(run_dir / CONFIG_FILE, c)
     atomic_write_json(record_path, record)
     try:
-        if c["mode"] == "train":
+        if c["mode"] == "train" and is_sweep(c):
+            from recsys_exp.sweep.run import run_sweep
+
+            summary = run_sweep(c, run_dir)
+            result = summary["eval_return_mean"]
+            log.info("sweep summary: %s", summary)
+        elif c["mode"] == "train":
             from recsys_exp.runner.train import train
 
             summary = train(c, run_dir, *(built or build(c)))

@@ -127,12 +127,15 @@ def is_checkpoint_dir(path: Path) -> bool:
 def locate_checkpoint(path: str | Path) -> tuple[Path, Path]:
     """Resolve ``restore=`` to (checkpoint dir, dir holding its config.yaml).
 
-    Accepts a run dir (uses ``checkpoints/last``) or a checkpoint dir (which carries a copy of
-    config.yaml). Raises FileNotFoundError with what was expected.
+    Accepts a run dir (uses ``checkpoints/last``), a sweep dir (the first seed of
+    ``best_checkpoint``) or a checkpoint dir (which carries a copy of config.yaml). Raises FileNotFoundError with what was expected.
     """
     p = Path(path).expanduser().resolve()
     if is_checkpoint_dir(p):
         return p, p
+    seeds = sorted((p / "best_checkpoint").glob("seed_*"), key=lambda d: int(d.name.split("_")[1]))
+    if seeds and is_checkpoint_dir(seeds[0]):  # a sweep dir: the best trial's first seed
+        return seeds[0].resolve(), seeds[0].resolve()
     last = p / CHECKPOINTS_DIR / "last"
     if (p / CONFIG_FILE).is_file() and is_checkpoint_dir(last):
         return last.resolve(), p

@@ -26,6 +26,9 @@ METRIC_COLUMNS = (
 )
 
 
+PER_SEED = ("env_runners/", "num_env_steps")  # result keys a sweep trial also reports per seed
+
+
 def result_value(result: dict[str, Any], key: str) -> Any:
     """``result["a"]["b"]`` for ``key="a/b"``, also for already-flattened dicts; None if absent."""
     if key in result:
@@ -47,21 +50,38 @@ def _steps_per_s(result: dict[str, Any]) -> float | None:
 class RunDirCallback(Callback):
     """Writes metrics.csv rows, prints a progress line and links checkpoints into ``checkpoints/``."""
 
-    def __init__(self, run_dir: str, progress: bool = True):
+    def __init__(self, run_dir: str, progress: bool = True, seeds: list[int] | None = None):
         self.run_dir = Path(run_dir)
         self.progress = progress
+        self.seeds = seeds  # a sweep: one metrics row per seed of each trial
+
+    def _rows(self, trial, result) -> list[dict[str, Any]]:
+        if self.seeds is None:
+            row = {col: result_value(result, key) for col, key in METRIC_COLUMNS}
+            row["env_steps_per_s"] = _steps_per_s(result)
+            return [{**row, "trial_id": trial.trial_id}]
+        rows = []
+        for seed in self.seeds:
+            row = {col: result_value(result, f"seeds/{seed}/{key}" if key.startswith(PER_SEED) else key)
+                   for col, key in METRIC_COLUMNS}
+            sampled = result_value(result, f"seeds/{seed}/env_runners/num_env_steps_sampled")
+            secs = result_value(result, "time_this_iter_s")  # the seeds of a trial share the iteration
+            row["env_steps_per_s"] = sampled / secs if sampled and secs else None
+            rows.append({**row, "trial_id": trial.trial_id, "seed": seed})
+        return rows
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        row = {col: result_value(result, key) for col, key in METRIC_COLUMNS}
-        row["env_steps_per_s"] = _steps_per_s(result)
-        row["trial_id"] = trial.trial_id
+        rows = self._rows(trial, result)
         path = self.run_dir / METRICS_FILE
         new = not path.exists()
+        fields = [c for c, _ in METRIC_COLUMNS] + ["trial_id"] + (["seed"] if self.seeds is not None else [])
         with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[c for c, _ in METRIC_COLUMNS] + ["trial_id"])
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerows(rows)
+        row = {col: result_value(result, key) for col, key in METRIC_COLUMNS}
+        row["env_steps_per_s"] = _steps_per_s(result)
         if self.progress:
             ret = row["episode_return_mean"]
             sps = row["env_steps_per_s"]
@@ -71,21 +91,24 @@ class RunDirCallback(Callback):
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         ckpt = Path(checkpoint.path)
-        # The resolved config and run record travel with every checkpoint.
+        # The resolved config and run record travel with every checkpoint (a sweep's per-seed
+        # checkpoints carry their own trial config instead).
         for name in (CONFIG_FILE, RUN_FILE):
-            if (self.run_dir / name).exists():
+            if (self.run_dir / name).exists() and (self.seeds is None or name == RUN_FILE):
                 shutil.copy2(self.run_dir / name, ckpt / name)
         links = self.run_dir / CHECKPOINTS_DIR
         links.mkdir(exist_ok=True)
-        name = ckpt.name if len(trials) == 1 else f"{trial.trial_id}_{ckpt.name}"
-        _symlink_atomic(ckpt, links / name)
-        _symlink_atomic(ckpt, links / "last")
+        name = ckpt.name if len(trials) == 1 and self.seeds is None else f"{trial.trial_id}_{ckpt.name}"
+        symlink_atomic(ckpt, links / name)
+        if self.seeds is None:  # a sweep's checkpoint to continue from is best_checkpoint
+            symlink_atomic(ckpt, links / "last")
         for link in links.iterdir():  # Tune deleted checkpoints beyond num_to_keep
             if link.is_symlink() and not link.exists():
                 link.unlink()
 
 
-def _symlink_atomic(target: Path, link: Path) -> None:
+def symlink_atomic(target: Path, link: Path) -> None:
+    """Point ``link`` at ``target`` (relative) in one rename: readers never see it missing."""
     tmp = link.with_name(f".{link.name}.tmp{os.getpid()}")
     tmp.unlink(missing_ok=True)
     # Relative links keep working when the whole run dir is moved or copied.

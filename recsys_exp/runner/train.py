@@ -47,10 +47,14 @@ def init_ray(c: dict[str, Any]) -> None:
     ray.init(**kwargs)
 
 
-def _callbacks(c: dict[str, Any], run_dir: Path) -> list:
+def callbacks(c: dict[str, Any], run_dir: Path, seeds: list[int] | None = None) -> list:
+    """Tune callbacks of a run: the run dir's metrics/progress/checkpoint links, and W&B unless disabled.
+
+    ``seeds``: a sweep's per-trial seeds (metrics.csv then gets one row per seed).
+    """
     from recsys_exp.runner.tracking import RunDirCallback
 
-    callbacks = [RunDirCallback(str(run_dir), progress=c["progress"])]
+    out = [RunDirCallback(str(run_dir), progress=c["progress"], seeds=seeds)]
     logger = c["logger"]
     if logger["mode"] != "disabled":
         from ray.air.integrations.wandb import WandbLoggerCallback
@@ -59,12 +63,13 @@ def _callbacks(c: dict[str, Any], run_dir: Path) -> list:
         if logger["run_name"]:
             kwargs["name"] = logger["run_name"]
         # upload_timeout bounds how long the end of the experiment waits for the logging actors.
-        callbacks.append(WandbLoggerCallback(project=logger["project"], group=logger["group"],
+        out.append(WandbLoggerCallback(project=logger["project"], group=logger["group"],
                                              upload_timeout=30, **kwargs))
-    return callbacks
+    return out
 
 
-def _stop(c: dict[str, Any]) -> dict[str, int]:
+def stop_criteria(c: dict[str, Any]) -> dict[str, int]:
+    """Tune ``stop`` of the run's budget (env steps and/or iterations)."""
     stop = {}
     if c["stop"]["timesteps"] is not None:
         stop["num_env_steps_sampled_lifetime"] = c["stop"]["timesteps"]
@@ -91,8 +96,8 @@ def fit(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, resume: bool):
                                         num_samples=c["tune"]["num_samples"],
                                         max_concurrent_trials=c["tune"]["max_concurrent_trials"]),
             run_config=tune.RunConfig(
-                name=EXPERIMENT_NAME, storage_path=str(storage), stop=_stop(c), verbose=0,
-                callbacks=_callbacks(c, run_dir),
+                name=EXPERIMENT_NAME, storage_path=str(storage), stop=stop_criteria(c), verbose=0,
+                callbacks=callbacks(c, run_dir),
                 checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=ck["frequency"],
                                                         num_to_keep=ck["num_to_keep"], checkpoint_at_end=True),
                 failure_config=tune.FailureConfig(max_failures=0)),
@@ -105,7 +110,8 @@ def fit(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, resume: bool):
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    """metrics.csv rows as floats; the last row wins per (trial, iteration) after a resume."""
+    """metrics.csv rows as floats; the last row wins per (trial, seed, iteration) after a resume
+    (``seed`` is only a column in sweeps, where every seed of a trial has its rows)."""
     path = run_dir / METRICS_FILE
     if not path.exists():
         return []
@@ -113,8 +119,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     with open(path) as f:
         for row in csv.DictReader(f):
             parsed = {k: (float(v) if v not in ("", None) and k != "trial_id" else v) for k, v in row.items()}
-            rows[(row["trial_id"], int(float(row["iteration"])))] = parsed
-    return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1]))]
+            seed = row.get("seed") or ""
+            rows[(row["trial_id"], seed, int(float(row["iteration"])))] = parsed
+    return [rows[k] for k in sorted(rows)]
 
 
 def plot_learning_curve(run_dir: Path, rows: list[dict[str, float]], title: str) -> None:

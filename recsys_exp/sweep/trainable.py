@@ -1,0 +1,177 @@
+"""One sweep configuration trained under several seeds in lockstep, reported as their mean.
+
+Tuning on a single seed picks lucky seeds (RL Zoo issues #40, #151, #204, #314); here every
+Tune trial owns ``tune.seeds`` RLlib Algorithms that differ only in their seed and steps them
+together, so schedulers (ASHA rungs, PBT exploits) and searchers see the seed-averaged metric.
+
+A trial's result holds every numeric metric of RLlib's result averaged over the seeds (so any
+``tune.metric`` works), ``seeds/<seed>/...`` with each seed's own curve, and, after the step that
+reaches the stop budget, ``evaluation/episode_return_mean`` (greedy, averaged) with
+``evaluation/per_seed``. A checkpoint holds one RLlib checkpoint per seed (``seed_<s>/``), each
+with its resolved ``config.yaml``, so ``restore=<sweep dir>/best_checkpoint/seed_<s>`` works.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray import tune
+
+# Keys Tune's Trainable fills in itself; RLlib's copies are dropped before averaging.
+TRAINABLE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid", "hostname",
+                  "node_ip", "config", "trial_id", "experiment_tag", "done", "timesteps_since_restore",
+                  "iterations_since_restore", "time_since_restore", "perf", "should_checkpoint",
+                  "checkpoint_dir_name", "episodes_total", "timesteps_total"}
+RETURN_KEY = "episode_return_mean"
+TRIAL_FILE = "sweep_trial.json"  # in each trial checkpoint: seeds, sampled params, final evaluation
+
+
+def seed_list(c: dict[str, Any]) -> list[int]:
+    """Seeds of every configuration: ``seed, seed + 1, ..., seed + tune.seeds - 1``."""
+    return [c["seed"] + i for i in range(c["tune"]["seeds"])]
+
+
+def trial_config(c: dict[str, Any], params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The plain training config of one seed of a trial (``tune=none``: restorable on its own)."""
+    from recsys_exp.sweep.space import apply_params
+
+    out = apply_params(c, params)
+    out["seed"] = seed
+    out["tune"] = {**out["tune"], "name": "none", "search_space": {}, "seeds": 1, "scheduler": "none",
+                   "search_alg": "random", "num_samples": 1, "max_concurrent_trials": None}
+    return out
+
+
+def average_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of every numeric leaf present in all ``results`` (NaN-aware); other leaves from the first."""
+    out: dict[str, Any] = {}
+    first = results[0]
+    for key, value in first.items():
+        if key in TRAINABLE_KEYS or not all(key in r for r in results):
+            continue
+        values = [r[key] for r in results]
+        if isinstance(value, dict):
+            if all(isinstance(v, dict) for v in values):
+                out[key] = average_results(values)
+        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            numbers = np.array([float(v) for v in values if isinstance(v, (int, float, np.number))])
+            finite = numbers[~np.isnan(numbers)]
+            out[key] = float(finite.mean()) if finite.size else float("nan")
+    return out
+
+
+class SeedAveragedTrainable(tune.Trainable):
+    """Tune trainable of one sweep configuration: ``tune.seeds`` Algorithms stepped together.
+
+    Trial ``config`` = the sampled search-space values as ``{dotted key: value}``; ``base`` = the
+    sweep's validated config (passed with ``tune.with_parameters``).
+    """
+
+    def setup(self, config: dict[str, Any], base: dict[str, Any] | None = None):
+        from recsys_exp.envs.rllib import register_envs
+        from recsys_exp.runner.build import build_algorithm_config
+
+        import torch
+
+        torch.set_num_threads(1)
+        register_envs()
+        self.base = base
+        self.params = dict(config)
+        self.seeds = seed_list(base)
+        self.configs = [trial_config(base, self.params, s) for s in self.seeds]
+        self.algos = []
+        for c in self.configs:
+            _, algo_config = build_algorithm_config(c)
+            self.algos.append(algo_config.build_algo())
+        # The last finished-episode return of each seed: iterations without a finished episode
+        # report NaN, which would otherwise blank the mean that schedulers compare.
+        self.last_return = [math.nan] * len(self.seeds)
+        self.evaluation: dict[str, Any] | None = None
+
+    def step(self) -> dict[str, Any]:
+        results = [algo.train() for algo in self.algos]
+        for i, r in enumerate(results):
+            ret = r.get("env_runners", {}).get(RETURN_KEY)
+            if ret is not None and not math.isnan(ret):
+                self.last_return[i] = float(ret)
+            r.setdefault("env_runners", {})[RETURN_KEY] = self.last_return[i]
+        out = average_results(results)
+        out["seeds"] = {str(s): _seed_row(r) for s, r in zip(self.seeds, results)}
+        import ray
+
+        out["node_id"] = ray.get_runtime_context().get_node_id()
+        if self._reaches_stop(out):
+            self.evaluation = self._evaluate()
+        if self.evaluation is not None:
+            out["evaluation"] = self.evaluation
+        return out
+
+    def _reaches_stop(self, result: dict[str, Any]) -> bool:
+        stop = self.base["stop"]
+        steps = result.get("num_env_steps_sampled_lifetime") or 0
+        return ((stop["timesteps"] is not None and steps >= stop["timesteps"])
+                or (stop["iterations"] is not None and self.iteration + 1 >= stop["iterations"]))
+
+    def _evaluate(self) -> dict[str, Any]:
+        """Greedy evaluation of every seed (``eval.*``), through a temporary checkpoint."""
+        from recsys_exp.runner.evaluate import evaluate_checkpoint
+        from recsys_exp.runner.run_dir import eval_seed
+
+        per_seed = {}
+        for s, c, algo in zip(self.seeds, self.configs, self.algos):
+            with tempfile.TemporaryDirectory() as tmp:
+                algo.save_to_path(tmp)
+                ev = evaluate_checkpoint(c, Path(tmp), c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(s))
+            per_seed[str(s)] = ev["episode_return_mean"]
+        return {RETURN_KEY: float(np.mean(list(per_seed.values()))), "per_seed": per_seed}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        from recsys_exp.runner.run_dir import CONFIG_FILE, atomic_write_json, write_config
+
+        for s, c, algo in zip(self.seeds, self.configs, self.algos):
+            path = Path(checkpoint_dir) / f"seed_{s}"
+            algo.save_to_path(str(path))
+            write_config(path / CONFIG_FILE, c)
+        atomic_write_json(Path(checkpoint_dir) / TRIAL_FILE, {"seeds": self.seeds, "params": self.params,
+                                                               "evaluation": self.evaluation})
+        # None: Tune hands this directory back to load_checkpoint.
+
+    def load_checkpoint(self, checkpoint: str) -> None:
+        import json
+
+        path = Path(checkpoint)
+        for s, algo in zip(self.seeds, self.algos):
+            # Weights, optimizer and connector state; the learning rate stays this trial's own,
+            # since RLlib re-applies its lr schedule after every update (PBT restores a better
+            # trial's weights into a perturbed configuration).
+            algo.restore_from_path(str(path / f"seed_{s}"))
+        saved = json.loads((path / TRIAL_FILE).read_text())
+        if saved["params"] == self.params:  # a resumed trial keeps its final evaluation
+            self.evaluation = saved["evaluation"]
+
+    def cleanup(self) -> None:
+        for algo in self.algos:
+            algo.stop()
+
+
+def _seed_row(result: dict[str, Any]) -> dict[str, Any]:
+    """The per-seed numbers a learning curve needs."""
+    runners = result.get("env_runners", {})
+    return {"num_env_steps_sampled_lifetime": result.get("num_env_steps_sampled_lifetime"),
+            "env_runners": {k: runners.get(k) for k in (RETURN_KEY, "episode_len_mean", "num_episodes",
+                                                         "num_env_steps_sampled")}}
+
+
+def trial_resources(c: dict[str, Any]):
+    """Placement group of a trial: one bundle for the trainable, each seed's EnvRunner bundles."""
+    from ray.tune import PlacementGroupFactory
+
+    from recsys_exp.runner.build import build_algorithm_config
+
+    algo_cls, algo_config = build_algorithm_config(trial_config(c, {}, c["seed"]))
+    bundles = algo_cls.default_resource_request(algo_config).bundles
+    return PlacementGroupFactory([bundles[0]] + bundles[1:] * len(seed_list(c)), strategy="PACK")
