@@ -78,14 +78,27 @@ def stop_criteria(c: dict[str, Any]) -> dict[str, int]:
     return stop
 
 
+def storage_root(c: dict[str, Any], run_dir: Path) -> str:
+    """Where Tune keeps the experiment: ``<run dir>/ray_results``, or with ``ray.storage_path`` (a
+    directory every node sees, or a URI such as ``s3://bucket/path``) ``<storage_path>/<run name>``,
+    where the run name joins the run dir's last two parts (Hydra's date/time or sweep/job)."""
+    root = c["ray"]["storage_path"]
+    if root is None:
+        return str(run_dir / RAY_RESULTS_DIR)
+    name = f"{run_dir.parent.name}_{run_dir.name}"
+    if "://" in root:
+        return f"{root.rstrip('/')}/{name}"
+    return str(Path(root).expanduser().resolve() / name)
+
+
 def fit(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, resume: bool):
-    """Run (or resume) the Tune experiment under ``<run_dir>/ray_results/train``; returns the best Result."""
+    """Run (or resume) the Tune experiment under ``storage_root(c, run_dir)/train``; returns the best Result."""
     from ray import tune
 
-    storage = run_dir / RAY_RESULTS_DIR
-    experiment = storage / EXPERIMENT_NAME
-    if resume and tune.Tuner.can_restore(str(experiment)):
-        tuner = tune.Tuner.restore(str(experiment), trainable=algo_cls, resume_unfinished=True,
+    storage = storage_root(c, run_dir)
+    experiment = f"{storage}/{EXPERIMENT_NAME}"
+    if resume and tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, trainable=algo_cls, resume_unfinished=True,
                                    resume_errored=True, param_space=algo_config)
     else:
         ck = c["checkpoint"]
@@ -96,7 +109,7 @@ def fit(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, resume: bool):
                                         num_samples=c["tune"]["num_samples"],
                                         max_concurrent_trials=c["tune"]["max_concurrent_trials"]),
             run_config=tune.RunConfig(
-                name=EXPERIMENT_NAME, storage_path=str(storage), stop=stop_criteria(c), verbose=0,
+                name=EXPERIMENT_NAME, storage_path=storage, stop=stop_criteria(c), verbose=0,
                 callbacks=callbacks(c, run_dir),
                 checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=ck["frequency"],
                                                         num_to_keep=ck["num_to_keep"], checkpoint_at_end=True),

@@ -79,24 +79,12 @@ def search_alg(c: dict[str, Any]):
     return BasicVariantGenerator(random_state=c["seed"])
 
 
-def storage_root(c: dict[str, Any], run_dir: Path) -> str:
-    """Where Tune keeps the experiment: ``ray.storage_path/<run dir name>`` or ``<run dir>/ray_results``."""
-    from recsys_exp.runner.run_dir import RAY_RESULTS_DIR
-
-    root = c["ray"]["storage_path"]
-    if root is None:
-        return str(run_dir / RAY_RESULTS_DIR)
-    if "://" in root:
-        return f"{root.rstrip('/')}/{run_dir.name}"
-    return str(Path(root).expanduser().resolve() / run_dir.name)
-
-
 def run_sweep(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Run (or with ``resume=true`` continue) the sweep of config ``c``; returns summary.json's dict."""
     from ray import tune
 
     from recsys_exp.envs.rllib import register_envs
-    from recsys_exp.runner.train import callbacks, init_ray, set_tracking_env, stop_criteria
+    from recsys_exp.runner.train import callbacks, init_ray, set_tracking_env, stop_criteria, storage_root
     from recsys_exp.sweep.trainable import SeedAveragedTrainable, seed_list, trial_resources
 
     start = time.time()
