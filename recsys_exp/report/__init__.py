@@ -1,0 +1,142 @@
+"""Comparison report of finished (or partly finished) runs.
+
+Usage::
+
+    python -m recsys_exp.report <dir> [<dir> ...] [--out DIR] [--reps N] [--seed S]
+
+Each ``<dir>`` is a Hydra multirun dir (``multirun/<date>/<time>``), a sweep dir (``tune=...``),
+a single run dir, or any dir holding run dirs at any depth. Writes ``report.md`` and a
+self-contained ``report.html`` (plots embedded) into ``--out`` (default: the first dir), with
+the plots as PNG files beside them:
+
+* per env (option name and N-K): final greedy-evaluation return per algorithm over seeds — mean,
+  IQM, stratified-bootstrap 95% CIs of both, env steps/s, wall time — sorted by IQM;
+* learning curves (training return vs env steps, mean over seeds with a bootstrap 95% band);
+* the probability-of-improvement matrix P(row > column) with 95% CIs;
+* every run that is missing, failed, still running or stopped early, and what it lacks.
+
+Statistics follow Agarwal et al. 2021 (see :mod:`recsys_exp.report.stats`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recsys_exp.report import stats
+from recsys_exp.report.collect import RunRecord, collect
+
+OUTCOMES = ("completed", "failed", "stopped early", "skipped", "missing")
+
+
+@dataclass
+class AlgoRow:
+    """One algorithm's line of an env table."""
+
+    label: str
+    runs: int                                  # replicates with a final evaluation
+    total: int                                 # replicates found (including failed or missing)
+    mean: float | None = None
+    iqm: float | None = None
+    iqm_ci: tuple[float, float] | None = None  # None with fewer than 2 runs: nothing to resample
+    mean_ci: tuple[float, float] | None = None
+    env_steps_per_s: float | None = None       # mean over runs
+    wall_s: float | None = None                # mean over runs
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+
+@dataclass
+class EnvSection:
+    """Everything the report shows for one env."""
+
+    env: str
+    rows: list[AlgoRow]
+    poi: dict[tuple[str, str], tuple[float, tuple[float, float] | None]]  # (x, y) -> P(x > y), CI
+    curves: dict[str, dict[str, np.ndarray]]   # label -> stats.curve_band(...)
+
+
+@dataclass
+class Report:
+    """The whole report, before rendering."""
+
+    dirs: list[Path]
+    created: str
+    counts: dict[str, int]
+    sections: list[EnvSection]
+    problems: list[tuple[str, str]]           # (run name, what is missing or wrong)
+    reps: int
+    seed: int
+
+
+def _mean_of(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def algo_row(label: str, records: list[RunRecord], reps: int, seed: int) -> AlgoRow:
+    """Table line of one algorithm on one env from its replicates."""
+    done = [r for r in records if r.score is not None]
+    scores = np.array([r.score for r in done], dtype=float)
+    row = AlgoRow(label, len(done), len(records), scores=scores,
+                  env_steps_per_s=_mean_of([r.env_steps_per_s for r in done]),
+                  wall_s=_mean_of([r.wall_s for r in done]))
+    if len(scores):
+        row.mean, row.iqm = stats.aggregate_mean(scores), stats.iqm(scores)
+    if len(scores) >= 2:
+        row.iqm_ci = stats.stratified_bootstrap_ci(scores, "iqm", reps=reps, seed=seed)
+        row.mean_ci = stats.stratified_bootstrap_ci(scores, "mean", reps=reps, seed=seed)
+    return row
+
+
+def env_section(env: str, records: list[RunRecord], reps: int, seed: int) -> EnvSection:
+    """Table, probability-of-improvement matrix and learning curves of one env."""
+    by_algo: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_algo.setdefault(r.algo, []).append(r)
+    rows = [algo_row(label, recs, reps, seed) for label, recs in by_algo.items()]
+    # Best IQM first; algorithms without any final evaluation last, in name order.
+    rows.sort(key=lambda a: (a.iqm is None, -(a.iqm or 0.0), a.label))
+    scored = [a for a in rows if a.runs]
+    poi = {}
+    for x in scored:
+        for y in scored:
+            if x is not y:
+                ci = stats.poi_ci(x.scores, y.scores, reps=reps, seed=seed) if min(x.runs, y.runs) >= 2 else None
+                poi[(x.label, y.label)] = (stats.probability_of_improvement(x.scores, y.scores), ci)
+    curves = {}
+    for a in rows:
+        seeds = [r.curve for r in by_algo[a.label] if r.curve is not None]
+        band = stats.curve_band(seeds, reps=min(reps, 1000), seed=seed)
+        if len(band["steps"]) and np.isfinite(band["mean"]).any():
+            curves[a.label] = band
+    return EnvSection(env, rows, poi, curves)
+
+
+def summarize(records: list[RunRecord], dirs: list[Path], reps: int = stats.DEFAULT_REPS, seed: int = 0) -> Report:
+    """Group records by env and algorithm and compute every statistic of the report."""
+    by_env: dict[str, list[RunRecord]] = {}
+    for r in records:
+        if r.env is not None and r.algo is not None:
+            by_env.setdefault(r.env, []).append(r)
+    counts = {"found": len(records), **{o: sum(r.outcome == o for r in records) for o in OUTCOMES}}
+    seen, problems = set(), []
+    for r in records:
+        if r.problem and (r.name, r.problem) not in seen:  # a sweep trial's seeds share one line
+            seen.add((r.name, r.problem))
+            problems.append((r.name, r.problem))
+    return Report([Path(d) for d in dirs], time.strftime("%Y-%m-%d %H:%M:%S %Z"), counts,
+                  [env_section(env, recs, reps, seed) for env, recs in sorted(by_env.items())], problems, reps, seed)
+
+
+def make_report(dirs: list[str | Path], out: str | Path | None = None, reps: int = stats.DEFAULT_REPS,
+                seed: int = 0) -> dict[str, Path]:
+    """Collect the runs below ``dirs``, write report.md, report.html and the PNGs into ``out``
+    (default: the first dir); returns their paths: ``{"md": ..., "html": ..., "png": [...]}``."""
+    from recsys_exp.report.render import write_report
+
+    dirs = [Path(d) for d in dirs]
+    report = summarize(collect(dirs), dirs, reps=reps, seed=seed)
+    return write_report(report, Path(out) if out is not None else dirs[0])
