@@ -32,6 +32,10 @@ ALGORITHMS: dict[str, AlgoInfo] = {
     "lin_ts": AlgoInfo("lin_ts", f"{_PKG}.linear_bandit:LinTSConfig", False,
                        ("thompson", "none", "epsilon_greedy"), True),
     "slateq": AlgoInfo("slateq", f"{_PKG}.slateq:SlateQConfig", False, ("epsilon_greedy", "none"), True),
+    # Non-contextual bandits over document clusters or candidate positions (stateless_bandit.py).
+    "ucb1": AlgoInfo("ucb1", f"{_PKG}.stateless_bandit:UCB1Config", False, ("ucb", "none"), True),
+    "epsilon_greedy_bandit": AlgoInfo("epsilon_greedy_bandit", f"{_PKG}.stateless_bandit:EpsilonGreedyBanditConfig",
+                                      False, ("epsilon_greedy", "none"), True),
     "dqn": AlgoInfo("dqn", "ray.rllib.algorithms.dqn:DQNConfig", True, ("epsilon_greedy", "none")),
     "ppo": AlgoInfo("ppo", "ray.rllib.algorithms.ppo:PPOConfig", False, ("none",)),
     # Offline: RLlib's BC / MARWIL and discrete CQL, trained on logged data (recsys_exp.offline.training).

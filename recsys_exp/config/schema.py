@@ -17,14 +17,17 @@ from omegaconf import MISSING
 
 @dataclass
 class EnvConfig:
-    """A RecSim environment (``recsys_exp.envs.make_vector_env`` keywords)."""
+    """A RecSim environment (``recsys_exp.envs.make_vector_env`` keywords), a simulator assembled
+    from parts (``custom``) or any gymnasium env (``gym``)."""
 
-    name: str = MISSING  # interest_evolution | long_term_satisfaction | interest_exploration
-    num_candidates: int = 10  # N candidates per step
-    slate_size: int = 2  # K slots per slate
-    resample_documents: bool = True  # fresh candidates every step
+    name: str = MISSING  # interest_evolution | long_term_satisfaction | interest_exploration | custom | gym
+    num_candidates: int = 10  # N candidates per step (not used by gym)
+    slate_size: int = 2  # K slots per slate (not used by gym)
+    resample_documents: bool = True  # fresh candidates every step (not used by gym)
     max_episode_steps: Optional[int] = None  # truncation; null = the env ends by itself
-    params: Dict[str, Any] = field(default_factory=dict)  # model constants, e.g. sensitivity
+    params: Dict[str, Any] = field(default_factory=dict)  # model constants, e.g. sensitivity; custom: the parts
+    entry_point: Optional[str] = None  # gym only: a gymnasium id (CartPole-v1) or package.module:Class
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # gym only: keywords of the env's constructor
 
 
 @dataclass

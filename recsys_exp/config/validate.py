@@ -66,30 +66,127 @@ def _get(c: dict, path: str) -> Any:
 
 
 def check_env(env: dict[str, Any], seed: int) -> None:
-    """Validate the env group by resolving it exactly as the env constructor will."""
-    from recsys_exp.envs.registry import resolve_settings
+    """Validate the env group by building it as the env constructor will: RecSim's envs resolve
+    their settings, ``custom`` instantiates and checks its parts (one dry-run step), ``gym``
+    constructs the user's env once."""
+    from recsys_exp.envs import custom, gym_env
+    from recsys_exp.envs.registry import ENVS, build_simulator, resolve_settings
 
+    if env["name"] == gym_env.NAME:
+        _require(not env["params"], "env.params", env["params"], "env=gym passes constructor keywords as env.kwargs")
+        _require(env["max_episode_steps"] is None or env["max_episode_steps"] > 0, "env.max_episode_steps",
+                 env["max_episode_steps"], "must be a positive integer or null")
+        try:
+            gym_env.env_spaces(env["entry_point"], env["kwargs"])
+        except gym_env.GymEnvError as e:
+            raise ConfigError(f"env.entry_point={env['entry_point'] or 'null'}: {e}") from None
+        return
+    _require(env.get("entry_point") is None, "env.entry_point", env.get("entry_point"),
+             f"only env=gym takes an entry point (env={env['name']})")
+    _require(not env.get("kwargs"), "env.kwargs", env.get("kwargs"),
+             f"only env=gym takes constructor keywords; the constants of env={env['name']} go in env.params")
     try:
-        resolve_settings(env["name"], num_candidates=env["num_candidates"], slate_size=env["slate_size"],
-                         resample_documents=env["resample_documents"], seed=seed,
-                         max_episode_steps=env["max_episode_steps"], **env["params"])
+        settings = resolve_settings(env["name"], num_candidates=env["num_candidates"], slate_size=env["slate_size"],
+                                    resample_documents=env["resample_documents"], seed=seed,
+                                    max_episode_steps=env["max_episode_steps"], **env["params"])
+        build_simulator(settings)
+    except custom.PartError as e:
+        raise ConfigError(str(e)) from None
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"env: {e}") from None
+        extra = f", {gym_env.NAME} (any gymnasium env, env.entry_point)" if env["name"] not in ENVS else ""
+        raise ConfigError(f"env: {e}{extra}") from None
 
 
 def config_vector_env(c: dict[str, Any], num_envs: int, seed: int):
-    """The native vector env of config ``c`` with ``num_envs`` users (slate actions, no Ray)."""
+    """The vector env of config ``c`` with ``num_envs`` users (no Ray): the native slate env
+    (slate actions, never flattened), or a ``SyncVectorEnv`` of the user's env for ``env=gym``."""
+    from recsys_exp.envs import gym_env
     from recsys_exp.envs.registry import make_vector_env
 
     env = c["env"]
+    if env["name"] == gym_env.NAME:
+        return gym_env.make_gym_vector_env(env["entry_point"], num_envs, env["kwargs"], env["max_episode_steps"], seed)
     return make_vector_env(env["name"], num_envs=num_envs, num_candidates=env["num_candidates"],
                            slate_size=env["slate_size"], resample_documents=env["resample_documents"],
                            max_episode_steps=env["max_episode_steps"], seed=seed, **env["params"])
 
 
 def env_observation_space(c: dict[str, Any]):
-    """The single observation space of the configured env (builds one native env, no Ray)."""
+    """The single observation space of the configured env (builds one env, no Ray)."""
     return config_vector_env(c, 1, c["seed"]).single_observation_space
+
+
+GYM_MODES = ("train", "evaluate")
+
+
+def gym_space_mismatch(algo: str, obs_space, action_space) -> str | None:
+    """Why ``algo`` cannot run on an env with these spaces, or None if it can.
+
+    DQN-like algorithms need ``Discrete`` actions; slate algorithms the slate observation
+    (``user`` (U,), ``doc`` (N, D), ``response.click`` (K,)) and ``MultiDiscrete([N]*K)`` actions;
+    RLlib's other algorithms ``Discrete``/``MultiDiscrete``/``Box`` actions and an observation
+    RLlib's ``FlattenObservations`` can flatten.
+    """
+    import gymnasium as gym
+
+    from recsys_exp.algorithms.slate_view import slate_layout
+
+    info = ALGORITHMS[algo]
+    if info.discrete_actions_only and not isinstance(action_space, gym.spaces.Discrete):
+        return f"algo={algo} needs a Discrete action space, the env has {action_space}"
+    if info.slate_policy:
+        try:
+            layout = slate_layout(obs_space)
+        except ValueError as e:
+            return (f"algo={algo} is a slate algorithm: it needs a Dict observation with user (U,), doc (N, D) and "
+                    f"a per-slot response.click, but {e}")
+        n, k = layout["doc"][1], layout["click"][1]
+        fits = (isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.shape == (k,)
+                and bool((action_space.nvec == n).all()))
+        if not fits:
+            return (f"algo={algo} is a slate algorithm: it needs a MultiDiscrete([{n}]*{k}) action space ({n} = rows "
+                    f"of the observation's doc, {k} = slots of its response.click), the env has {action_space}")
+        return None
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box)):
+        return f"algo={algo} needs a Discrete, MultiDiscrete or Box action space, the env has {action_space}"
+    bad = _unflattenable(obs_space)
+    if bad is not None:
+        return (f"algo={algo} reads the flattened observation (Box, Discrete, MultiDiscrete, MultiBinary or a "
+                f"Dict/Tuple of them), but the env's observation has {bad}")
+    return None
+
+
+def _unflattenable(space):
+    """The first leaf of ``space`` that RLlib's FlattenObservations cannot flatten, or None."""
+    import gymnasium as gym
+
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        subs = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return next((bad for bad in map(_unflattenable, subs) if bad is not None), None)
+    flat = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+    return None if isinstance(space, flat) else space
+
+
+def check_gym_env(c: dict[str, Any]) -> None:
+    """``env=gym``: the mode and algorithm can use a bring-your-own env and its spaces fit the algorithm.
+
+    ``algo.flatten_actions`` is ignored (the env keeps its own action space).
+    """
+    from recsys_exp.envs import gym_env
+
+    env, algo = c["env"], c["algo"]["name"]
+    _require(c["mode"] in GYM_MODES, "mode", c["mode"], "env=gym supports mode=train and mode=evaluate; record, "
+             "serve and offline_study need a slate env (user, doc and response observations)")
+    _require(not ALGORITHMS[algo].offline, "algo.name", algo, "offline algorithms learn from logged slate data; "
+             "with env=gym train an online algorithm")
+    _require(not c["offline"]["path"], "offline.path", c["offline"]["path"], "off-policy evaluation reads logged "
+             "slate data; not available with env=gym")
+    obs_space, action_space = gym_env.env_spaces(env["entry_point"], env["kwargs"])
+    reason = gym_space_mismatch(algo, obs_space, action_space)
+    if reason:
+        raise ConfigError(f"env.entry_point={env['entry_point']}: {reason}")
+    if ALGORITHMS[algo].slate_policy:
+        check_algo_env(c)  # the algorithm's own options against the layout (e.g. greedy's score)
 
 
 def check_algo_env(c: dict[str, Any]) -> None:
@@ -307,16 +404,19 @@ def check_semantics(c: dict[str, Any]) -> None:
     _require(algo["name"] in ALGORITHMS, "algo.name", algo["name"], f"allowed: {', '.join(ALGORITHMS)}")
     info = ALGORITHMS[algo["name"]]
     n, k = c["env"]["num_candidates"], c["env"]["slate_size"]
-    if info.discrete_actions_only and not algo["flatten_actions"]:
+    is_gym = c["env"]["name"] == "gym"  # bring-your-own env: fits by its own spaces, no slate flattening
+    if is_gym:
+        check_gym_env(c)
+    elif info.discrete_actions_only and not algo["flatten_actions"]:
         raise ConfigError(f"algo.flatten_actions=False: {algo['name']} needs a Discrete action space but the "
                           f"slate env has MultiDiscrete([{n}]*{k}); set algo.flatten_actions=true")
-    if algo["flatten_actions"]:
+    if algo["flatten_actions"] and not is_gym:
         _require(n ** k <= MAX_FLAT_ACTIONS, "algo.flatten_actions", True,
                  f"N**K = {n}**{k} = {n ** k} flat actions exceeds {MAX_FLAT_ACTIONS}; use a slate algorithm")
     _require(algo["flatten_observations"], "algo.flatten_observations", False,
              f"{algo['name']} reads the flattened observation (RLlib's FlattenObservations connector); "
              f"set algo.flatten_observations=true")
-    if info.slate_policy:
+    if info.slate_policy and not is_gym:
         check_algo_env(c)
     for key in ("num_learners",):
         _require(key not in algo["training"], f"algo.training.{key}", algo["training"].get(key),

@@ -1,4 +1,6 @@
-"""Google RecSim's three slate environments, re-implemented batched in numpy.
+"""Google RecSim's three slate environments, re-implemented batched in numpy, simulators
+assembled from parts (``make_env("custom", documents=..., users=..., ...)``, see
+:mod:`recsys_exp.envs.custom`) and any gymnasium env (:mod:`recsys_exp.envs.gym_env`).
 
 >>> from recsys_exp.envs import make_env, make_vector_env
 >>> env = make_env("interest_evolution", num_candidates=10, slate_size=2, seed=0)

@@ -96,18 +96,18 @@ class SlateCore:
             responses[key] = value
         features = self.docs["features"]
         self._docs_shared |= self.resample_documents
-        return {"user": self.sim.user_model.observe(self.users),
+        return {"user": self.sim.users.observe(self.users),
                 "doc": features if self.resample_documents else features.copy(),
                 "response": responses}
 
 
 def single_spaces(sim: Simulator, num_candidates: int, slate_size: int) -> tuple[gym.spaces.Dict, gym.spaces.MultiDiscrete]:
     """Observation and action space of one user (the same for every backend)."""
-    um, docs = sim.user_model, sim.documents
+    users, docs = sim.users, sim.documents
     obs = gym.spaces.Dict({
-        "user": gym.spaces.Box(um.observation_low, um.observation_high, (um.observation_dim,), np.float32),
+        "user": gym.spaces.Box(users.observation_low, users.observation_high, (users.observation_dim,), np.float32),
         "doc": gym.spaces.Box(docs.feature_low, docs.feature_high, (num_candidates, docs.feature_dim), np.float32),
-        "response": gym.spaces.Dict(um.response_spaces(slate_size)),
+        "response": gym.spaces.Dict(sim.user_model.response_spaces(slate_size)),
     })
     return obs, gym.spaces.MultiDiscrete(np.full(slate_size, num_candidates, dtype=np.int64))
 

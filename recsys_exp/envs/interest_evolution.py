@@ -16,12 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_exp.envs.components import (
-    Arrays,
+    Affinity,
     DocumentSampler,
     MultinomialProportionalChoice,
+    ResponseModel,
     Simulator,
     UserModel,
     UserSampler,
+    UserTransition,
     click_matrix,
     clicked_field_reward,
     per_slot_box,
@@ -76,37 +78,55 @@ class UtilityModelVideoSampler(DocumentSampler):
 
 
 class UtilityModelUserSampler(UserSampler):
-    """interests ~ U(−1, 1)^C, budget = time_budget."""
+    """interests ~ U(−1, 1)^C (observed), budget = time_budget (latent)."""
+
+    observation_low, observation_high = -1.0, 1.0
 
     def __init__(self, p: InterestEvolutionParams, num_clusters: int):
         self.time_budget, self.num_clusters = p.time_budget, num_clusters
+        self.observation_dim = num_clusters
 
     def sample(self, rng, n):
         return {"interests": rng.uniform(-1.0, 1.0, (n, self.num_clusters)),
                 "budget": np.full(n, self.time_budget)}
 
-
-class InterestEvolutionUserModel(UserModel):
-    """Responses and transition of RecSim's ``IEvUserModel`` (see module docstring)."""
-
-    observation_low, observation_high = -1.0, 1.0
-
-    def __init__(self, p: InterestEvolutionParams, num_clusters: int):
-        self.p, self.observation_dim = p, num_clusters
-
     def observe(self, users):
         return users["interests"].astype(np.float32)
+
+
+class InterestAffinity(Affinity):
+    """score_k = u[c_k]: the user's interest in the cluster of the doc in slot k."""
 
     def score(self, users, slate):
         rows = np.arange(slate["cluster_id"].shape[0])[:, None]
         return users["interests"][rows, slate["cluster_id"]]
 
+
+class WatchTimeResponse(ResponseModel):
+    """The clicked video is watched min(budget, video_length); every slot reports quality and cluster."""
+
+    def __init__(self, p: InterestEvolutionParams, num_clusters: int):
+        self.video_length, self.num_clusters = p.video_length, num_clusters
+
     def respond(self, rng, users, slate, clicked):
         k = slate["cluster_id"].shape[1]
         click = click_matrix(clicked, k)
-        watch = np.minimum(users["budget"], self.p.video_length)[:, None] * click
+        watch = np.minimum(users["budget"], self.video_length)[:, None] * click
         return {"click": click, "watch_time": watch,
                 "quality": slate["quality"], "cluster_id": slate["cluster_id"]}
+
+    def response_spaces(self, slate_size):
+        return {"click": per_slot_discrete(2, slate_size),
+                "watch_time": per_slot_box(0.0, self.video_length, slate_size),
+                "quality": per_slot_box(-np.inf, np.inf, slate_size),
+                "cluster_id": per_slot_discrete(self.num_clusters, slate_size)}
+
+
+class InterestEvolutionTransition(UserTransition):
+    """Interest drift of the clicked cluster and the time budget (see module docstring)."""
+
+    def __init__(self, p: InterestEvolutionParams):
+        self.p = p
 
     def transition(self, rng, users, slate, clicked, responses):
         p, u, budget = self.p, users["interests"], users["budget"]
@@ -131,11 +151,14 @@ class InterestEvolutionUserModel(UserModel):
     def terminated(self, users):
         return users["budget"] <= 0.0
 
-    def response_spaces(self, slate_size):
-        return {"click": per_slot_discrete(2, slate_size),
-                "watch_time": per_slot_box(0.0, self.p.video_length, slate_size),
-                "quality": per_slot_box(-np.inf, np.inf, slate_size),
-                "cluster_id": per_slot_discrete(self.observation_dim, slate_size)}
+
+class InterestEvolutionUserModel(UserModel):
+    """RecSim's ``IEvUserModel``: :class:`InterestAffinity`, :class:`WatchTimeResponse` and
+    :class:`InterestEvolutionTransition`, bundled."""
+
+    def __init__(self, p: InterestEvolutionParams, num_clusters: int):
+        super().__init__(InterestAffinity(), WatchTimeResponse(p, num_clusters), InterestEvolutionTransition(p))
+        self.p = p
 
 
 def build(params: InterestEvolutionParams) -> Simulator:

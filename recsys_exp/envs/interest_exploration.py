@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_exp.envs.components import (
+    Affinity,
     DocumentSampler,
     MultinomialLogitChoice,
+    ResponseModel,
     Simulator,
     UserModel,
     UserSampler,
@@ -25,6 +27,7 @@ from recsys_exp.envs.components import (
     per_slot_discrete,
     total_clicks_reward,
 )
+from recsys_exp.envs.parts import StaticUsers
 
 NUM_TOPICS = 2
 
@@ -69,6 +72,8 @@ class TopicDocumentSampler(DocumentSampler):
 class ClusterUserSampler(UserSampler):
     """type ~ Cat(user_type_probs), affinity[topic] ~ LogN(M[type][topic], S[type][topic])."""
 
+    observation_low = 0.0  # latent user: width 0
+
     def __init__(self, p: InterestExplorationParams):
         self.probs = np.asarray(p.user_type_probs)
         self.mean, self.std = np.asarray(p.affinity_mean), np.asarray(p.affinity_stddev)
@@ -78,32 +83,33 @@ class ClusterUserSampler(UserSampler):
         return {"user_type": user_type, "affinity": rng.lognormal(self.mean[user_type], self.std[user_type])}
 
 
-class InterestExplorationUserModel(UserModel):
-    """Static, latent user: logit scores affinity[topic] + quality; no transition, no end."""
-
-    observation_dim, observation_low = 0, 0.0
-
-    def observe(self, users):
-        return np.zeros((len(users["user_type"]), 0), dtype=np.float32)
+class TopicAffinity(Affinity):
+    """logit_k = affinity[topic_k] + quality_k."""
 
     def score(self, users, slate):
         rows = np.arange(slate["cluster_id"].shape[0])[:, None]
         return users["affinity"][rows, slate["cluster_id"]] + slate["quality"]
 
+
+class TopicResponse(ResponseModel):
+    """Click on the chosen slot; every slot reports its quality and topic."""
+
     def respond(self, rng, users, slate, clicked):
         click = click_matrix(clicked, slate["cluster_id"].shape[1])
         return {"click": click, "quality": slate["quality"], "cluster_id": slate["cluster_id"]}
-
-    def transition(self, rng, users, slate, clicked, responses):
-        pass
-
-    def terminated(self, users):
-        return np.zeros(len(users["user_type"]), dtype=bool)
 
     def response_spaces(self, slate_size):
         return {"click": per_slot_discrete(2, slate_size),
                 "quality": per_slot_box(0.0, np.inf, slate_size),
                 "cluster_id": per_slot_discrete(NUM_TOPICS, slate_size)}
+
+
+class InterestExplorationUserModel(UserModel):
+    """Static, latent user: :class:`TopicAffinity`, :class:`TopicResponse` and
+    :class:`~recsys_exp.envs.parts.StaticUsers` (no transition, no end), bundled."""
+
+    def __init__(self):
+        super().__init__(TopicAffinity(), TopicResponse(), StaticUsers())
 
 
 def build(params: InterestExplorationParams) -> Simulator:

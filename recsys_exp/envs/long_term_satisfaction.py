@@ -15,11 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_exp.envs.components import (
+    Affinity,
     DocumentSampler,
     FirstSlotChoice,
+    ResponseModel,
     Simulator,
     UserModel,
     UserSampler,
+    UserTransition,
     clicked_field_reward,
     per_slot_box,
     per_slot_discrete,
@@ -56,23 +59,7 @@ class ClickbaitDocumentSampler(DocumentSampler):
 
 
 class StaticUserSampler(UserSampler):
-    """NPE₀ = (U(0,1) − 0.5)/(1 − γ); all other constants are shared by every user."""
-
-    def __init__(self, p: LongTermSatisfactionParams):
-        self.p = p
-
-    def sample(self, rng, n):
-        npe = (rng.random(n) - 0.5) / (1.0 - self.p.memory_discount)
-        return {"npe": npe, "satisfaction": _sigmoid(self.p.sensitivity * npe),
-                "budget": np.full(n, self.p.time_budget, dtype=np.int64)}
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-class LongTermSatisfactionUserModel(UserModel):
-    """Responses and transition of RecSim's ``LTSUserModel``.
+    """NPE₀ = (U(0,1) − 0.5)/(1 − γ); all other constants are shared by every user.
 
     The user state is latent (observation width 0) unless ``observe_satisfaction`` is set;
     then the observation is SAT, shape (B, 1), in [0, 1].
@@ -84,13 +71,33 @@ class LongTermSatisfactionUserModel(UserModel):
         self.p = p
         self.observation_dim = 1 if p.observe_satisfaction else 0
 
+    def sample(self, rng, n):
+        npe = (rng.random(n) - 0.5) / (1.0 - self.p.memory_discount)
+        return {"npe": npe, "satisfaction": _sigmoid(self.p.sensitivity * npe),
+                "budget": np.full(n, self.p.time_budget, dtype=np.int64)}
+
     def observe(self, users):
         if self.p.observe_satisfaction:
             return users["satisfaction"][:, None].astype(np.float32)
         return np.zeros((len(users["npe"]), 0), dtype=np.float32)
 
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class ClickbaitAffinity(Affinity):
+    """score_k = clickbait_k (unused by the first-slot choice model)."""
+
     def score(self, users, slate):
-        return slate["clickbait"]  # unused by the first-slot choice model
+        return slate["clickbait"]
+
+
+class EngagementResponse(ResponseModel):
+    """Slot 0 is consumed: engagement ~ exp(N((c·μ_c + (1−c)·μ_k)·SAT, c·σ_c + (1−c)·σ_k))."""
+
+    def __init__(self, p: LongTermSatisfactionParams):
+        self.p = p
 
     def respond(self, rng, users, slate, clicked):
         p = self.p
@@ -103,6 +110,17 @@ class LongTermSatisfactionUserModel(UserModel):
         click[:, 0] = 1
         return {"click": click, "engagement": engagement}
 
+    def response_spaces(self, slate_size):
+        return {"click": per_slot_discrete(2, slate_size),
+                "engagement": per_slot_box(0.0, ENGAGEMENT_OBS_MAX, slate_size)}
+
+
+class SatisfactionTransition(UserTransition):
+    """NPE ← γ·NPE − 2(c − 0.5) + N(0, σ_I), SAT = σ(β·NPE), one step of the budget used."""
+
+    def __init__(self, p: LongTermSatisfactionParams):
+        self.p = p
+
     def transition(self, rng, users, slate, clicked, responses):
         p = self.p
         c = slate["clickbait"][:, 0]
@@ -114,9 +132,14 @@ class LongTermSatisfactionUserModel(UserModel):
     def terminated(self, users):
         return users["budget"] <= 0
 
-    def response_spaces(self, slate_size):
-        return {"click": per_slot_discrete(2, slate_size),
-                "engagement": per_slot_box(0.0, ENGAGEMENT_OBS_MAX, slate_size)}
+
+class LongTermSatisfactionUserModel(UserModel):
+    """RecSim's ``LTSUserModel``: :class:`ClickbaitAffinity`, :class:`EngagementResponse` and
+    :class:`SatisfactionTransition`, bundled."""
+
+    def __init__(self, p: LongTermSatisfactionParams):
+        super().__init__(ClickbaitAffinity(), EngagementResponse(p), SatisfactionTransition(p))
+        self.p = p
 
 
 def build(params: LongTermSatisfactionParams) -> Simulator:

@@ -1,4 +1,8 @@
-"""Environment names, their parameters, and the two constructors ``make_env`` / ``make_vector_env``."""
+"""Environment names, their parameters, and the two constructors ``make_env`` / ``make_vector_env``.
+
+``ENV_NAMES`` are RecSim's three environments; ``custom`` (:mod:`recsys_exp.envs.custom`) is a
+simulator assembled from parts named in its parameters, checked before it is used.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
-from recsys_exp.envs import interest_evolution, interest_exploration, long_term_satisfaction
+from recsys_exp.envs import custom, interest_evolution, interest_exploration, long_term_satisfaction
 from recsys_exp.envs.components import Simulator
 from recsys_exp.envs.core import SlateEnv, SlateVectorEnv
 
@@ -17,11 +21,16 @@ BACKENDS = ("native", "recsim")
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """How to build one named environment: its parameter dataclass, builder and default horizon."""
+    """How to build one named environment: its parameter dataclass, builder and default horizon.
+
+    ``check(sim, num_candidates, slate_size, max_episode_steps)`` validates a built simulator whose
+    parts come from the user (raises ``ValueError`` naming the part); None for the fixed envs.
+    """
 
     params: type
     build: Callable[[Any], Simulator]
     default_max_episode_steps: int | None
+    check: Callable[[Simulator, int, int, int | None], None] | None = None
 
 
 ENVS: dict[str, EnvSpec] = {
@@ -31,8 +40,11 @@ ENVS: dict[str, EnvSpec] = {
     # The original never ends an IExp session; 100 steps is the conventional horizon.
     "interest_exploration": EnvSpec(interest_exploration.InterestExplorationParams,
                                     interest_exploration.build, 100),
+    # Parts from the config (env=custom and presets built on it, e.g. ecommerce).
+    custom.NAME: EnvSpec(custom.CustomParams, custom.build, None, custom.check),
 }
-ENV_NAMES = tuple(ENVS)
+# RecSim's environments (the fixed ones); custom simulators are built by name "custom".
+ENV_NAMES = tuple(name for name in ENVS if name != custom.NAME)
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,8 @@ def env_param_names(name: str) -> tuple[str, ...]:
 
 def _spec(name: str) -> EnvSpec:
     if name not in ENVS:
-        raise ValueError(f"unknown env {name!r}; known envs: {', '.join(ENV_NAMES)}")
+        raise ValueError(f"unknown env {name!r}; known envs: {', '.join(ENV_NAMES)}, {custom.NAME} "
+                         f"(parts named in its params)")
     return ENVS[name]
 
 
@@ -85,10 +98,21 @@ def resolve_settings(name: str, num_candidates: int = 10, slate_size: int = 2,
         raise TypeError(f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: "
                         f"num_candidates, slate_size, resample_documents, seed, max_episode_steps, "
                         f"backend, {', '.join(allowed)}")
-    # YAML gives lists where the dataclasses hold tuples.
-    params = {k: _as_tuple(v) for k, v in params.items()}
+    # YAML gives lists where the dataclasses hold tuples (custom parts take their YAML as is).
+    if name != custom.NAME:
+        params = {k: _as_tuple(v) for k, v in params.items()}
     return EnvSettings(name, num_candidates, slate_size, bool(resample_documents), max_episode_steps,
                        seed, spec.params(**params))
+
+
+def build_simulator(s: EnvSettings) -> Simulator:
+    """The simulator of resolved settings ``s``, checked against N, K and the horizon if its parts
+    are user-chosen (``custom``); raises ``ValueError`` naming the part that does not fit."""
+    spec = ENVS[s.name]
+    sim = spec.build(s.params)
+    if spec.check is not None:
+        spec.check(sim, s.num_candidates, s.slate_size, s.max_episode_steps)
+    return sim
 
 
 def _as_tuple(value: Any) -> Any:
@@ -114,7 +138,7 @@ def make_env(name: str, *, backend: str = "native", **kwargs: Any) -> gym.Env:
     if backend == "recsim":
         from recsys_exp.envs.recsim_backend import RecSimReferenceEnv
         return RecSimReferenceEnv(s)
-    return SlateEnv(ENVS[name].build(s.params), s.num_candidates, s.slate_size,
+    return SlateEnv(build_simulator(s), s.num_candidates, s.slate_size,
                     s.resample_documents, s.max_episode_steps, s.seed)
 
 
@@ -130,5 +154,5 @@ def make_vector_env(name: str, num_envs: int = 1, *, backend: str = "native", **
     if backend == "recsim":
         from recsys_exp.envs.recsim_backend import make_reference_vector_env
         return make_reference_vector_env(s, num_envs)
-    return SlateVectorEnv(ENVS[name].build(s.params), num_envs, s.num_candidates, s.slate_size,
+    return SlateVectorEnv(build_simulator(s), num_envs, s.num_candidates, s.slate_size,
                           s.resample_documents, s.max_episode_steps, s.seed)

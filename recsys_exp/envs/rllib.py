@@ -7,12 +7,17 @@ exposes slates as one Discrete(N**K) action (for DQN). With
 :class:`~recsys_exp.envs.core.SlateVectorEnv` is used directly, one numpy batch per EnvRunner.
 Per-EnvRunner seeds come from RLlib: it resets each runner's env with
 ``seed = config.seed + worker_index`` (+1e6 for evaluation runners).
+
+Besides RecSim's envs, ``recsim_custom`` (a simulator from parts, :mod:`recsys_exp.envs.custom`)
+and ``recsim_gym`` (any gymnasium env, :mod:`recsys_exp.envs.gym_env`; env config
+``entry_point``, ``kwargs``, ``max_episode_steps``, ``seed``) are registered too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from recsys_exp.envs import custom, gym_env
 from recsys_exp.envs.registry import ENV_NAMES, make_env, make_vector_env
 from recsys_exp.envs.wrappers import FlatSlateActions, FlatSlateVectorActions
 
@@ -40,12 +45,28 @@ def env_creator(name: str):
     return create
 
 
+def gym_env_creator(env_config: dict[str, Any]):
+    """Tune env creator of ``env=gym``: the user's env, a ``SyncVectorEnv`` of them with ``num_envs``.
+
+    ``flatten_actions`` is ignored: a bring-your-own env keeps its own action space.
+    """
+    kwargs = dict(env_config)
+    num_envs = kwargs.pop("num_envs", None)
+    kwargs.pop("flatten_actions", None)
+    if num_envs is None:
+        return gym_env.make_gym_env(**kwargs)
+    return gym_env.make_gym_vector_env(num_envs=num_envs, **kwargs)
+
+
 def register_envs() -> list[str]:
-    """Register every env with ``ray.tune.register_env``; returns the registered names."""
+    """Register every env with ``ray.tune.register_env``; returns the names of RecSim's envs
+    (``recsim_custom`` and ``recsim_gym`` are registered as well)."""
     from ray.tune.registry import register_env  # lazy: composing configs must not import Ray
 
     names = []
     for name in ENV_NAMES:
         register_env(rllib_env_name(name), env_creator(name))
         names.append(rllib_env_name(name))
+    register_env(rllib_env_name(custom.NAME), env_creator(custom.NAME))
+    register_env(rllib_env_name(gym_env.NAME), gym_env_creator)
     return names

@@ -15,8 +15,15 @@ from recsys_exp.envs.rllib import rllib_env_name
 
 
 def env_config(c: dict[str, Any]) -> dict[str, Any]:
-    """The ``env_config`` dict handed to the env creator (``recsys_exp.envs.rllib.env_creator``)."""
+    """The ``env_config`` dict handed to the env creator (``recsys_exp.envs.rllib.env_creator``;
+    for ``env=gym`` ``gym_env_creator``: entry point, constructor keywords, horizon and seed).
+
+    A plain dict: it travels to Ray workers, which build the env (and a custom env's parts) themselves.
+    """
     env = c["env"]
+    if env["name"] == "gym":
+        return {"entry_point": env["entry_point"], "kwargs": dict(env["kwargs"]),
+                "max_episode_steps": env["max_episode_steps"], "seed": c["seed"]}
     return {"num_candidates": env["num_candidates"], "slate_size": env["slate_size"],
             "resample_documents": env["resample_documents"], "max_episode_steps": env["max_episode_steps"],
             "seed": c["seed"], "flatten_actions": c["algo"]["flatten_actions"], **env["params"]}
@@ -63,6 +70,8 @@ def exploration_settings(c: dict[str, Any], config) -> dict[str, Any]:
         if "exploration_mode" in vars(config):  # the linear bandits
             settings["exploration_mode"] = {"ucb": "ucb", "thompson": "thompson"}.get(ex["type"], "none")
             settings["alpha"], settings["posterior_scale"] = ex["alpha"], ex["scale"]
+        if "ucb_alpha" in vars(config):  # UCB1 (stateless_bandit.py): exploration=none is alpha 0
+            settings["ucb_alpha"] = ex["alpha"] if ex["type"] == "ucb" else 0.0
         if "epsilon" in vars(config):  # SlateQ (a DQN config)
             settings["epsilon"] = schedule or [(0, 0.0)]
         return settings

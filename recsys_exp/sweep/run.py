@@ -12,6 +12,7 @@ Files of a sweep dir (besides config.yaml, run.json, metrics.csv with a ``seed``
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,13 @@ def write_outputs(c: dict[str, Any], run_dir: Path, trials: list[dict[str, Any]]
     from recsys_exp.runner.tracking import symlink_atomic
 
     best, ranked_by = best_trial(c, trials)
+    if best is not None and ranked_by != c["tune"]["metric"]:
+        print(f"recsys_exp: no trial reported a finite tune.metric={c['tune']['metric']} at its end (a typo, or no "
+              f"episode finished); the best trial is ranked by {ranked_by}", file=sys.stderr, flush=True)
+    if best is not None:
+        print(f"best trial {best['trial_id']} ({best['label']}): {ranked_by} "
+              f"{best['objective'] if ranked_by == c['tune']['metric'] else best['eval_return_mean']:.4g}, "
+              f"greedy evaluation {best['eval_return_mean']} -> {run_dir / BEST_CONFIG_FILE}", flush=True)
     atomic_write_json(run_dir / SWEEP_FILE, {
         "metric": c["tune"]["metric"], "mode": c["tune"]["mode"], "seeds": _seeds(c),
         "search_space": flatten_space(c["tune"]["search_space"]), "scheduler": c["tune"]["scheduler"],

@@ -1,0 +1,277 @@
+"""``algo=ucb1`` and ``algo=epsilon_greedy_bandit``: non-contextual ("stateless") bandits whose
+arms are document clusters or candidate positions.
+
+**Arms** (``algo.training.arms``, :mod:`recsys_exp.algorithms.bandit_arms`): ``cluster``, a
+candidate's arm is its document's cluster (the argmax of the cluster one-hot that starts the doc
+features: the topic in Interest Exploration, one of 20 clusters in Interest Evolution); or
+``item``, the arm is the candidate position j (only with ``env.resample_documents=false``).
+
+**Statistics.** Per arm a: pulls n_a and clicks c_a, float64 buffers of the RLModule, so weight
+sync, checkpoints, ``restore=`` and serving carry them. Every slot of a served slate is one pull
+of its candidate's arm, rewarded with that slot's click (0/1, whatever the env's reward): the
+bandits maximise the click-through rate. Counts are updated in closed form after every
+``train_batch_size_per_learner`` env steps (no optimizer), so the index is frozen within a batch
+(a batched UCB1).
+
+**Slates.** Every candidate gets its arm's index I_a; the slate is the K best candidates, so
+several candidates of one arm may fill it. Candidates of equal index are ordered by
+``doc[tie_feature]`` (highest first) when ``algo.training.tie_feature`` is set (RecSim's cluster
+agent orders a topic's documents by quality: ``tie_feature=2`` in Interest Exploration), and
+uniformly at random (torch's RNG, seeded by ``seed``) otherwise.
+
+* UCB1 (Auer, Cesa-Bianchi & Fischer 2002, "Finite-time analysis of the multiarmed bandit
+  problem"):  I_a = c_a/n_a + α·sqrt(2·ln t / n_a), t = Σ_a n_a; never-pulled arms first
+  (I_a = +∞). α = ``exploration.alpha`` with ``exploration=ucb`` (1 is Auer et al.'s UCB1 and
+  RecSim's ``ci_scaling``); ``exploration=none`` is α = 0 (each arm once, then greedy).
+* ε-greedy (Sutton & Barto 2018 §2.2; with a decaying ε, Auer et al.'s ε_n-greedy): with
+  probability ε a uniformly random slate of K distinct candidates, else the greedy slate; ε
+  follows ``exploration=epsilon_greedy`` (linear schedule over env steps).
+* greedy (evaluation with ``explore=False``, and ε-greedy's exploit branch): I_a = c_a/n_a,
+  never-pulled arms last.
+
+**Propensities** (``action_logp``, ``slot_logp``; exact, for off-policy evaluation). Sort the
+candidates by (index, tie feature); a group g of n_g equal candidates occupies the ranks
+[s_g, s_g + n_g). Random tie-breaking shows a slate with probability
+Π_k 1/(n_{g_k} − (k − s_{g_k})) if every slot k lies in its item's block (else 0), and slot k
+shows item j with probability 1/n_{g_j} if k is in j's block. With ε-mixing:
+P = ε·(N−K)!/N! + (1−ε)·P_greedy, P_slot = ε/N + (1−ε)·P_greedy,slot. Without ties the slate is
+deterministic and both log-probabilities are 0.
+
+**RecSim's UCB1** (Ie et al. 2019, arXiv:1909.04847 §5.1; ``recsim.agents.cluster_bandit_agent``
+with ``ClusterClickStatsLayer``) also pulls topic arms with UCB1 and fills a slate topic by topic,
+but keeps the counts *per user* (reset at every episode), learning each user's latent topic
+affinity within a session; the bandits here share one set of counts across all users (which
+cluster is best on average), and refresh it per batch rather than per step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from recsys_exp.algorithms.bandit_arms import ARMS, arm_spec
+from recsys_exp.algorithms.common import SlatePolicyModule, random_slate
+from recsys_exp.algorithms.linear_bandit import LinearBandit, LinearBanditLearner
+
+
+# --- ranking with ties and its exact probabilities ---------------------------------------------
+def rank_candidates(score: torch.Tensor, tie: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """All candidates best first (B, N): by ``score``, then ``tie`` (both descending), then at random."""
+    order = torch.rand(score.shape, generator=generator).argsort(dim=-1)  # a uniform random permutation
+    for key in (tie, score):  # stable sorts: the last key sorted is the primary one
+        order = order.gather(1, key.gather(1, order).sort(dim=-1, descending=True, stable=True).indices)
+    return order
+
+
+def ranking_probabilities(score: torch.Tensor, tie: torch.Tensor,
+                          slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ``(log P(slate) (B,), P(slot k shows slate[k]) (B, K))`` of "top-K of
+    :func:`rank_candidates`" for any slates of distinct candidates (see the module docstring)."""
+    equal = (score[:, :, None] == score[:, None, :]) & (tie[:, :, None] == tie[:, None, :])
+    ahead = (score[:, None, :] > score[:, :, None]) | ((score[:, None, :] == score[:, :, None])
+                                                      & (tie[:, None, :] > tie[:, :, None]))
+    size = equal.sum(-1).gather(1, slate).double()  # n_g of each slot's item
+    start = ahead.sum(-1).gather(1, slate).double()  # s_g: candidates ranked strictly ahead of it
+    k = torch.arange(slate.shape[1], dtype=torch.float64)
+    inside = (start <= k) & (k < start + size)
+    slot_p = torch.where(inside, 1.0 / size, torch.zeros_like(size))
+    step_p = torch.where(inside, 1.0 / (size - (k - start)).clamp_min(1.0), torch.zeros_like(size))
+    return step_p.log().sum(-1), slot_p
+
+
+# --- the policy --------------------------------------------------------------------------------
+class StatelessBanditModule(SlatePolicyModule):
+    """Arm counts as buffers; UCB1 / ε-greedy / greedy slates over arm indices (module docstring)."""
+
+    def setup(self):
+        super().setup()
+        mc = self.model_config
+        self.arms, self.num_arms = mc["arms"], int(mc["num_arms"])
+        self.cluster_features = mc.get("cluster_features")
+        self.ucb_alpha = mc.get("ucb_alpha")  # None: the ε-greedy bandit (explores through ε only)
+        self.tie_feature = mc.get("tie_feature")
+        self.register_buffer("arm_pulls", torch.zeros(self.num_arms, dtype=torch.float64))
+        self.register_buffer("arm_clicks", torch.zeros(self.num_arms, dtype=torch.float64))
+
+    def candidate_arms(self, obs: torch.Tensor) -> torch.Tensor:
+        """The arm of every candidate, (B, N) long."""
+        if self.arms == "item":
+            return torch.arange(self.num_candidates).expand(obs.shape[0], -1)
+        start, width = self.cluster_features
+        return self.docs(obs)[..., start:start + width].argmax(-1)
+
+    def arm_index(self, explore: bool) -> torch.Tensor:
+        """I_a (A,) float64: the UCB1 index while exploring (UCB1 only), else the empirical CTR."""
+        n, c = self.arm_pulls, self.arm_clicks
+        seen = n > 0
+        mean = torch.where(seen, c / n.clamp_min(1.0), torch.zeros_like(n))
+        if explore and self.ucb_alpha is not None:
+            t = n.sum().clamp_min(1.0)
+            bonus = self.ucb_alpha * torch.sqrt(2.0 * torch.log(t) / n.clamp_min(1.0))
+            return torch.where(seen, mean + bonus, torch.full_like(n, math.inf))
+        return torch.where(seen, mean, torch.full_like(n, -math.inf))
+
+    def candidate_keys(self, obs: torch.Tensor, explore: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score, tie) (B, N) float64: the arm index of each candidate and its tie-break feature."""
+        score = self.arm_index(explore)[self.candidate_arms(obs)]
+        if self.tie_feature is None:
+            return score, torch.zeros_like(score)
+        return score, self.docs(obs)[..., self.tie_feature].double()
+
+    def _act(self, obs: torch.Tensor, explore: bool, epsilon: float = 0.0):
+        """(slate (B, K), log P(slate) (B,), log P(slot k shows slate[k]) (B, K)), exact."""
+        score, tie = self.candidate_keys(obs, explore)
+        slate = rank_candidates(score, tie)[:, :self.slate_size]
+        if epsilon > 0.0:
+            uniform = random_slate(obs.shape[0], self.num_candidates, self.slate_size)
+            slate = torch.where((torch.rand(obs.shape[0]) < epsilon)[:, None], uniform, slate)
+        logp, slot_p = ranking_probabilities(score, tie, slate)
+        if epsilon > 0.0:
+            p = epsilon * math.exp(-self.log_num_slates) + (1.0 - epsilon) * logp.exp()
+            slot = epsilon / self.num_candidates + (1.0 - epsilon) * slot_p
+            return slate, p.log(), slot.log()
+        return slate, logp, slot_p.log()
+
+    def greedy_slate(self, obs):
+        return self._act(obs, explore=False)[0]
+
+    def explore_slate(self, obs, t):
+        """The exploring slate before ε-mixing; its log-probability, or None if deterministic (no ties)."""
+        slate, logp, _ = self._act(obs, explore=True)
+        return slate, (None if bool((logp == 0).all()) else logp)
+
+    def current_epsilon(self, t: int) -> float:
+        if self.epsilon_schedule is None:
+            return 0.0
+        self.epsilon_schedule.update(t)
+        return float(self.epsilon_schedule.get_current_value())
+
+    def _forward_inference(self, batch, **kwargs):
+        with torch.no_grad():
+            return self._output(*self._act(batch[Columns.OBS], explore=False))
+
+    def _forward_exploration(self, batch, t=0, **kwargs):
+        with torch.no_grad():
+            return self._output(*self._act(batch[Columns.OBS], explore=True, epsilon=self.current_epsilon(t)))
+
+    @torch.no_grad()
+    def absorb(self, arms: torch.Tensor, clicks: torch.Tensor) -> None:
+        """Add pulls of ``arms`` (M,) long with rewards ``clicks`` (M,) in {0, 1}."""
+        self.arm_pulls += torch.bincount(arms, minlength=self.num_arms).double()
+        self.arm_clicks += torch.bincount(arms, weights=clicks.double(), minlength=self.num_arms)
+
+
+class StatelessBanditLearner(LinearBanditLearner):
+    """Closed-form counts (no optimizer). Reuses the linear bandits' learner connector, which adds
+    the next observation: the clicks of step t are in step t+1's ``response``."""
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        m = self.module[module_id].unwrapped()
+        with torch.no_grad():
+            slates = m.slates_from_actions(batch[Columns.ACTIONS])
+            arms = m.candidate_arms(batch[Columns.OBS]).gather(1, slates)  # (B, K)
+            clicks = m.clicks(batch[Columns.NEXT_OBS])  # (B, K)
+            m.absorb(arms.reshape(-1), clicks.reshape(-1))
+            ctr = m.arm_clicks / m.arm_pulls.clamp_min(1.0)
+        self.metrics.log_value((module_id, "slot_ctr"), clicks.float().mean().item(), window=20)
+        self.metrics.log_value((module_id, "best_arm_ctr"), float(ctr.max()), window=1)
+        return torch.tensor(0.0)  # no grad_fn: compute_gradients() returns {} and nothing steps
+
+
+# --- configs and algorithm ---------------------------------------------------------------------
+_SPACES: dict[str, Any] = {}
+
+
+def env_observation_space(env: Any, env_config: dict[str, Any]):
+    """The Dict observation space of one of recsys_exp's registered envs (``recsim_<name>``), cached."""
+    from recsys_exp.envs.registry import ENV_NAMES, make_vector_env
+    from recsys_exp.envs.rllib import rllib_env_name
+
+    names = {rllib_env_name(n): n for n in ENV_NAMES}
+    if env not in names:
+        raise ValueError(f"the stateless bandits read their arms from one of recsys_exp's envs "
+                         f"({', '.join(names)}), got env={env!r}")
+    kwargs = {k: v for k, v in env_config.items() if k not in ("flatten_actions", "num_envs")}
+    key = json.dumps([env, kwargs], sort_keys=True, default=str)
+    if key not in _SPACES:
+        _SPACES[key] = make_vector_env(names[env], 1, **kwargs).single_observation_space
+    return _SPACES[key]
+
+
+class StatelessBanditConfig(AlgorithmConfig):
+    """Settings: ``arms`` (cluster | item), ``tie_feature`` (doc feature ordering candidates of
+    one arm, None = random), ``train_batch_size_per_learner`` (env steps between count updates)."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or StatelessBandit)
+        self.arms = "cluster"
+        self.tie_feature = None
+        self.train_batch_size_per_learner = 512
+        self.rollout_fragment_length = "auto"  # one iteration = one count update
+
+    def training(self, *, arms=NotProvided, tie_feature=NotProvided, **kwargs):
+        """Bandit settings on top of ``AlgorithmConfig.training``."""
+        super().training(**kwargs)
+        if arms is not NotProvided:
+            self.arms = arms
+        if tie_feature is not NotProvided:
+            self.tie_feature = tie_feature
+        return self
+
+    @property
+    def _model_config_auto_includes(self):
+        spec = arm_spec(env_observation_space(self.env, self.env_config), self.arms) if self.env else {}
+        return super()._model_config_auto_includes | spec | {
+            "arms": self.arms, "tie_feature": self.tie_feature, "ucb_alpha": getattr(self, "ucb_alpha", None)}
+
+    def validate(self):
+        super().validate()
+        if self.arms not in ARMS:
+            self._value_error(f"arms={self.arms!r}: allowed {', '.join(ARMS)}")
+        if self.num_learners > 1:  # each learner would keep its own counts (no all-reduce)
+            self._value_error("the stateless bandits support num_learners <= 1")
+
+    def get_default_rl_module_spec(self):
+        return RLModuleSpec(module_class=StatelessBanditModule)
+
+    def get_default_learner_class(self):
+        return StatelessBanditLearner
+
+
+class UCB1Config(StatelessBanditConfig):
+    """UCB1 (Auer et al. 2002) over arms; ``ucb_alpha`` scales the confidence bonus (from
+    ``exploration.alpha``; 0 with ``exploration=none``)."""
+
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class)
+        self.ucb_alpha = 1.0
+
+    def training(self, *, ucb_alpha=NotProvided, **kwargs):
+        super().training(**kwargs)
+        if ucb_alpha is not NotProvided:
+            self.ucb_alpha = ucb_alpha
+        return self
+
+    def validate(self):
+        super().validate()
+        if not self.ucb_alpha >= 0:
+            self._value_error(f"ucb_alpha={self.ucb_alpha}: must be >= 0")
+
+
+class EpsilonGreedyBanditConfig(StatelessBanditConfig):
+    """ε-greedy over arms; ε comes from the exploration group (``model_config["epsilon"]``)."""
+
+
+class StatelessBandit(LinearBandit):
+    """Sample ``train_batch_size_per_learner`` env steps, add them to the counts, sync the counts
+    to the EnvRunners (the linear bandits' training step)."""
+
+    @classmethod
+    def get_default_config(cls):
+        return UCB1Config()
