@@ -338,7 +338,7 @@ def is_sweep(c: dict[str, Any]) -> bool:
 
 def check_tune(c: dict[str, Any]) -> None:
     """The tune group: names, ranges, scheduler/searcher combinations and the search space."""
-    from recsys_exp.sweep.space import SearchSpaceError, check_search_space
+    from recsys_exp.sweep.space import SINGLE_RUN, SearchSpaceError, check_search_space
 
     tune = c["tune"]
     _require(tune["mode"] in ("max", "min"), "tune.mode", tune["mode"], "allowed: max, min")
@@ -350,8 +350,7 @@ def check_tune(c: dict[str, Any]) -> None:
              f"allowed: {', '.join(SEARCH_ALGS)}")
     _require(tune["time_attr"] in TIME_ATTRS, "tune.time_attr", tune["time_attr"], f"allowed: {', '.join(TIME_ATTRS)}")
     if not is_sweep(c):
-        for key, default in (("search_space", {}), ("seeds", 1), ("scheduler", "none"), ("search_alg", "random"),
-                             ("num_samples", 1)):
+        for key, default in SINGLE_RUN.items():
             _require(tune[key] == default, f"tune.{key}", tune[key],
                      "tune=none trains one configuration; choose a sweep (tune=sweep, tune=slateq_asha, "
                      "tune=bandit_alpha) or set tune.name")

@@ -7,7 +7,6 @@ started, a failed run), so the report can name every gap.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os

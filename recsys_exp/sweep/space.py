@@ -27,6 +27,15 @@ EXPLORATION_KEYS = {"epsilon_greedy": ("initial_epsilon", "final_epsilon", "epsi
                     "ucb": ("alpha",), "thompson": ("scale",), "none": ()}
 
 
+# The sweep keys of a single training run (tune=none): what a sweep's trial configs carry.
+SINGLE_RUN = {"search_space": {}, "seeds": 1, "scheduler": "none", "search_alg": "random", "num_samples": 1}
+
+
+def single_run_tune(tune: dict[str, Any]) -> dict[str, Any]:
+    """The ``tune`` block of one plain training run with ``tune``'s metric and mode."""
+    return {**tune, **SINGLE_RUN, "name": "none", "max_concurrent_trials": None}
+
+
 class SearchSpaceError(ValueError):
     """A bad search-space entry; the message names ``tune.search_space.<key>``."""
 
@@ -146,8 +155,7 @@ def check_search_space(c: dict[str, Any], validate_config) -> dict[str, dict[str
         for value in probe_values(spec):
             probe = apply_params(c, {key: value})
             # The probe is one plain training config: no sweep settings to re-check.
-            probe["tune"] = {**probe["tune"], "name": "none", "search_space": {}, "seeds": 1, "scheduler": "none",
-                             "search_alg": "random", "num_samples": 1}
+            probe["tune"] = single_run_tune(probe["tune"])
             try:
                 validate_config(probe)
             except ValueError as e:

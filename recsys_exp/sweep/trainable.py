@@ -37,12 +37,11 @@ def seed_list(c: dict[str, Any]) -> list[int]:
 
 def trial_config(c: dict[str, Any], params: dict[str, Any], seed: int) -> dict[str, Any]:
     """The plain training config of one seed of a trial (``tune=none``: restorable on its own)."""
-    from recsys_exp.sweep.space import apply_params
+    from recsys_exp.sweep.space import apply_params, single_run_tune
 
     out = apply_params(c, params)
     out["seed"] = seed
-    out["tune"] = {**out["tune"], "name": "none", "search_space": {}, "seeds": 1, "scheduler": "none",
-                   "search_alg": "random", "num_samples": 1, "max_concurrent_trials": None}
+    out["tune"] = single_run_tune(out["tune"])
     return out
 
 
