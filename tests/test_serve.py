@@ -143,7 +143,13 @@ def test_cli_serves_until_ctrl_c_and_leaves_no_processes(tmp_path):
         assert url == f"http://127.0.0.1:{port}/interest_evolution"
         assert requests.get(f"{url}/info", timeout=30).json()["algorithm"] == "greedy"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"the server did not stop within 120 s of SIGINT; stdout: {out[-1500:]} stderr: {err[-3000:]}")
+        assert code == 0, proc.stderr.read()[-2000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

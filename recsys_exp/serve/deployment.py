@@ -233,5 +233,8 @@ def run_serve(c: dict[str, Any], run_dir: Path) -> None:
     except KeyboardInterrupt:  # Ctrl-C / SIGINT is how a foreground server is meant to stop
         print("stopping the server", flush=True)
     finally:
-        serve.shutdown()
+        # On a Ray this run started, ray.shutdown() (the runner's) ends Serve's actors with the
+        # cluster; Serve's own graceful shutdown is only needed to leave a shared cluster clean.
+        if c["ray"]["address"] is not None:
+            serve.shutdown()
 
