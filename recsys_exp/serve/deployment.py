@@ -214,6 +214,7 @@ def start_app(c: dict[str, Any], checkpoint: str | Path | None = None, name: str
 
 def run_serve(c: dict[str, Any], run_dir: Path) -> None:
     """``mode=serve``: start Ray and the app, write serve.json, and (foreground) wait for Ctrl-C."""
+    import signal
     import time
 
     from recsys_exp.runner.run_dir import atomic_write_json
@@ -228,6 +229,9 @@ def run_serve(c: dict[str, Any], run_dir: Path) -> None:
         print(f"serving {', '.join(name for name, _, _ in models)} at {url} (GET {url}/info); Ctrl-C stops",
               flush=True)
         if c["serve"]["foreground"]:
+            # A process started with SIGINT ignored (inherited from its parent) would never see
+            # Ctrl-C: make SIGINT raise KeyboardInterrupt here, whatever the parent did.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             while True:
                 time.sleep(1)
     except KeyboardInterrupt:  # Ctrl-C / SIGINT is how a foreground server is meant to stop
