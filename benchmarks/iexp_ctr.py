@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import sys
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from algorithm_results import mean_ci95  # benchmarks/ (the script's dir): one t-interval for both tables
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -103,17 +104,6 @@ def run_one(setting: str, row: str, seed: int, args) -> dict:
     print(f"[{time.strftime('%H:%M:%S')}] {setting} {row} seed={seed}: CTR {ctr:.4f} "
           f"({sampled} steps in {train_s:.0f}s)", flush=True)
     return record
-
-
-def mean_ci95(values: list[float]) -> tuple[float, float, float]:
-    """Mean and Student-t 95% CI over seeds."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), math.nan, math.nan
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
 def table(records: list[dict], settings: list[str], rows: list[str]) -> str:
