@@ -80,7 +80,7 @@ def run_one(setting: str, row: str, seed: int, args) -> dict:
     """Train one (setting, row, seed) and evaluate its greedy policy; returns the run's record."""
     from recsys_exp.runner.build import build_algorithm_config
     from recsys_exp.runner.evaluate import evaluate_checkpoint
-    from recsys_exp.runner.run_dir import eval_seed
+    from recsys_exp.run_dir import eval_seed
 
     algo_name, steps, extra = ROWS[row]
     overrides = [f"algo={algo_name}", *SETTINGS[setting][1], f"seed={seed}", *extra]

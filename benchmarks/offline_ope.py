@@ -43,13 +43,13 @@ def data_throughput(run_dir: Path, seconds: float = 5.0) -> dict[str, float]:
     """Recording and reading rows/s on the study's behaviour policy and data, with baselines."""
     import pyarrow.parquet as pq
 
-    from recsys_exp.config.validate import env_observation_space
+    from recsys_exp.envs.spec import env_spec
     from recsys_exp.offline.dataset import LoggedData
     from recsys_exp.offline.policy import ModulePolicy, build_module
-    from recsys_exp.config.validate import config_vector_env
+    from recsys_exp.envs.spec import env_spec
     from recsys_exp.offline.recorder import record, rollout
     from recsys_exp.offline.schema import data_files
-    from recsys_exp.runner.run_dir import load_config, locate_checkpoint
+    from recsys_exp.run_dir import load_config, locate_checkpoint
 
     c = load_config(run_dir / "record" / "config.yaml")
     checkpoint, _ = locate_checkpoint(run_dir / "behaviour")
@@ -57,7 +57,7 @@ def data_throughput(run_dir: Path, seconds: float = 5.0) -> dict[str, float]:
     c["offline"]["record_steps"] = steps
 
     policy = ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
-    env = config_vector_env(c, c["offline"]["record_num_envs"], c["seed"])
+    env = env_spec(c).vector_env(c["offline"]["record_num_envs"], c["seed"])
     start = time.perf_counter()
     rows = sum(len(r["reward"]) for r in rollout(policy, env, steps=steps, seed=c["seed"]))
     bare = rows / (time.perf_counter() - start)
@@ -72,7 +72,7 @@ def data_throughput(run_dir: Path, seconds: float = 5.0) -> dict[str, float]:
     raw = n / (time.perf_counter() - start)
     start = time.perf_counter()
     data = LoggedData.read(data_dir)
-    data.observations(env_observation_space(c))
+    data.observations(env_spec(c).observation_space)
     reading = data.num_rows / (time.perf_counter() - start)
     return {"rollout_rows_per_s": bare, "record_rows_per_s": recording, "record_ratio": recording / bare,
             "pyarrow_rows_per_s": raw, "read_rows_per_s": reading, "read_ratio": reading / raw}

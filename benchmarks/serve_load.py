@@ -68,7 +68,7 @@ def compose_config(*overrides: str, restore: str | None = None) -> dict[str, Any
     from recsys_exp.config.compose import apply_overrides
     from recsys_exp.config.schema import register_configs
     from recsys_exp.config.validate import check_schema, check_semantics
-    from recsys_exp.runner.run_dir import CONFIG_FILE, load_config, locate_checkpoint
+    from recsys_exp.run_dir import CONFIG_FILE, load_config, locate_checkpoint
 
     overrides = list(overrides)
     if restore is not None:
@@ -347,7 +347,7 @@ def main() -> None:
     import torch
     from ray import serve
 
-    from recsys_exp.config.validate import env_observation_space
+    from recsys_exp.envs.spec import env_spec
     from recsys_exp.envs.rllib import register_envs
     from recsys_exp.offline.dataset import flatten_observations
     from recsys_exp.offline.policy import ModulePolicy, build_module
@@ -375,7 +375,7 @@ def main() -> None:
             print(f"training a tiny {args.algo} checkpoint (1 iteration) ...", flush=True)
             checkpoint = train_tiny_checkpoint(c, Path(tmp.name) / "ckpt")
         else:
-            from recsys_exp.runner.run_dir import locate_checkpoint
+            from recsys_exp.run_dir import locate_checkpoint
 
             checkpoint = str(locate_checkpoint(args.restore)[0])
 
@@ -383,7 +383,7 @@ def main() -> None:
         pool = 512
         obs = observations(c, pool)
         reqs = request_dicts(obs)
-        space = env_observation_space(c)
+        space = env_spec(c).observation_space
         flat = flatten_observations(space, obs)
         unique = 400  # distinct bodies per phase, cycled (keeps memory small at large --batch/--requests)
         single = build_bodies(reqs, min(args.requests, unique), 1, args.bad)

@@ -28,7 +28,7 @@ from recsys_exp.algorithms.common import (
 from recsys_exp.algorithms.greedy import GreedySlateModule
 from recsys_exp.algorithms.linear_bandit import LinearBanditModule, candidate_features
 from recsys_exp.algorithms.random_slates import RandomSlateModule
-from recsys_exp.algorithms.slate_view import slate_layout
+from recsys_exp.envs.layout import slate_layout
 from recsys_exp.algorithms.slateq.module import SlateQModule
 from recsys_exp.algorithms.slateq.slate_value import (
     all_slates,

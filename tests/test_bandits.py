@@ -24,7 +24,7 @@ from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
 
 from conftest import compose_config
 from recsys_exp.algorithms.bandit_arms import arm_spec, cluster_features
-from recsys_exp.algorithms.slate_view import slate_layout
+from recsys_exp.envs.layout import slate_layout
 from recsys_exp.algorithms.stateless_bandit import (
     StatelessBanditModule,
     rank_candidates,

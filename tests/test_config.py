@@ -24,7 +24,7 @@ from recsys_exp.algorithms.registry import ALGORITHMS
 from recsys_exp.config.compose import apply_overrides
 from recsys_exp.config.schema import GROUPS, register_configs
 from recsys_exp.config.validate import ConfigError, check_schema, check_semantics
-from recsys_exp.runner.run_dir import load_config, write_config
+from recsys_exp.run_dir import load_config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import compose_config
-from recsys_exp.config.validate import ConfigError, config_vector_env, env_observation_space
+from recsys_exp.envs.spec import env_spec
+from recsys_exp.errors import ConfigError
 from recsys_exp.offline.dataset import LoggedData
 from recsys_exp.offline.evaluation import ope_inputs, simulated_value
 from recsys_exp.offline.ope import OPEError, estimate
@@ -63,7 +64,7 @@ class StepCounter:
 
 def test_rollout_logs_one_row_per_env_step_of_each_session():
     c = compose_config(*GREEDY_EPS)
-    env = StepCounter(config_vector_env(c, 8, seed=3))
+    env = StepCounter(env_spec(c).vector_env(8, 3))
     rows = list(rollout(policy_of(c), env, episodes=8, seed=3))
     episode = np.concatenate([r["episode_id"] for r in rows])
     assert (env.first_session > 0).all()
@@ -105,7 +106,7 @@ def test_recorded_propensities_are_the_behaviour_policys(recorded):
     """ε-greedy: P(slate) = (1-ε)·[slate = greedy] + ε/#slates; per slot (1-ε)·[item = greedy] + ε/N."""
     c, out, _ = recorded
     data = LoggedData.read(out)
-    obs, _, _ = data.observations(env_observation_space(c))
+    obs, _, _ = data.observations(env_spec(c).observation_space)
     greedy = policy_of(c).greedy(obs)
     same = (data.slate == greedy)
     np.testing.assert_allclose(data.propensity, 0.5 * same.all(-1) + 0.5 / 90, rtol=1e-6)
@@ -120,7 +121,7 @@ def test_flat_action_policies_record_with_their_epsilon_greedy_propensities(tmp_
                        "env.num_candidates=5", "offline.record_steps=400", "offline.record_num_envs=20")
     record(c, tmp_path / "dqn")
     data = LoggedData.read(tmp_path / "dqn")
-    obs, _, _ = data.observations(env_observation_space(c))
+    obs, _, _ = data.observations(env_spec(c).observation_space)
     same = (data.slate == policy_of(c).greedy(obs)).all(-1)
     np.testing.assert_allclose(data.propensity, 0.5 * same + 0.5 / 25, rtol=1e-6)
 
@@ -128,7 +129,7 @@ def test_flat_action_policies_record_with_their_epsilon_greedy_propensities(tmp_
 def test_rebuilt_observations_carry_the_previous_response(recorded):
     c, out, _ = recorded
     data = LoggedData.read(out)
-    space = env_observation_space(c)
+    space = env_spec(c).observation_space
     obs, next_obs, has_next = data.observations(space)
     probe = build_module(c)
     clicks = probe.clicks(__import__("torch").as_tensor(obs)).numpy()
@@ -145,7 +146,7 @@ def test_episode_chunks_stay_inside_their_session(recorded):
 
     c, out, _ = recorded
     data = LoggedData.read(out)
-    obs, next_obs, has_next = data.observations(env_observation_space(c))
+    obs, next_obs, has_next = data.observations(env_spec(c).observation_space)
     last = np.flatnonzero(data.last_rows())
     starts = np.array([0, last[0] - 2, last[0], last[0] + 1])
     chunks = to_episodes(data, obs, next_obs, has_next, data.slate, starts, length=4)
@@ -178,7 +179,7 @@ def test_ope_intervals_cover_the_simulated_value(uniform_logs, explore):
     policy = policy_of(target_c)
     truth = simulated_value(target_c, policy, explore, 1.0, 20_000, seed=99)
     names = ["ips", "snips", "dm", "dr", "iips"]
-    inputs, _ = ope_inputs(uniform_logs, policy, env_observation_space(target_c), explore, 1.0, names, None, seed=0)
+    inputs, _ = ope_inputs(uniform_logs, policy, env_spec(target_c).observation_space, explore, 1.0, names, None, seed=0)
     est = estimate(inputs, names, n_bootstrap=500, seed=0)
     half = (truth["ci95"][1] - truth["ci95"][0]) / 2  # the truth's own Monte Carlo error
     for name in ("ips", "snips", "dr"):
@@ -197,7 +198,7 @@ def test_is_estimators_refuse_unknown_propensities(tmp_path):
     record(c, tmp_path / "ts")
     data = LoggedData.read(tmp_path / "ts")
     assert np.isnan(data.propensity).all()
-    policy, space = policy_of(c), env_observation_space(c)
+    policy, space = policy_of(c), env_spec(c).observation_space
     with pytest.raises(OPEError, match=r"propensity missing \(NaN\) in \d+ rows: row 0 \(episode 0, step 0\)"):
         ope_inputs(data, policy, space, False, 1.0, ["ips", "dm"], None, seed=0)
     inputs, info = ope_inputs(data, policy, space, False, 1.0, ["dm"], None, seed=0)

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import compose_config
-from recsys_exp.config.validate import env_observation_space
+from recsys_exp.envs.spec import env_spec
 from recsys_exp.offline.dataset import flatten_observations
 from recsys_exp.offline.policy import ModulePolicy, build_module
 
@@ -62,7 +62,7 @@ def observations(c: dict, batch: int, seed: int = 0) -> list[dict]:
 def test_served_slates_equal_the_module_in_process(served):
     c, checkpoint, url = served
     bodies, obs = observations(c, 8)
-    expected = ModulePolicy(build_module(c, checkpoint), 6, 2).greedy(flatten_observations(env_observation_space(c), obs))
+    expected = ModulePolicy(build_module(c, checkpoint), 6, 2).greedy(flatten_observations(env_spec(c).observation_space, obs))
     for i, body in enumerate(bodies):
         r = requests.post(url, json=body, timeout=30)
         assert r.status_code == 200, r.text
@@ -165,7 +165,7 @@ def test_cli_serves_until_ctrl_c_and_leaves_no_processes(tmp_path):
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["ucb", "thompson", "epsilon_greedy"])
 def test_selector_converges_to_the_better_model_and_round_trips_its_state(kind, tmp_path):
-    from recsys_exp.runner.run_dir import atomic_write_json
+    from recsys_exp.run_dir import atomic_write_json
     from recsys_exp.serve.selector import ModelSelector
 
     rng = np.random.default_rng(0)
@@ -187,7 +187,7 @@ def test_selector_converges_to_the_better_model_and_round_trips_its_state(kind, 
 def _greedy_checkpoint(overrides: tuple[str, ...], out: Path) -> Path:
     """A greedy policy's checkpoint dir with its config.yaml beside it (what a run dir's checkpoint holds)."""
     from recsys_exp.runner.build import build_algorithm_config
-    from recsys_exp.runner.run_dir import write_config
+    from recsys_exp.run_dir import write_config
 
     c = compose_config(*overrides)
     _, config = build_algorithm_config(c)

@@ -49,7 +49,8 @@ def test_every_preset_has_a_known_algorithm():
 def test_preset_search_space_converts_to_tune_domains(preset):
     from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Uniform
 
-    from recsys_exp.sweep.space import flatten_space, to_tune_space
+    from recsys_exp.config.search_space import flatten_space
+    from recsys_exp.sweep.run import to_tune_space
 
     c = compose_config(f"algo={PRESET_ALGO[preset]}", f"tune={preset}")
     flat = flatten_space(c["tune"]["search_space"])
@@ -74,7 +75,7 @@ def test_preset_search_space_converts_to_tune_domains(preset):
 
 
 def test_nested_and_dotted_keys_flatten_alike():
-    from recsys_exp.sweep.space import flatten_space
+    from recsys_exp.config.search_space import flatten_space
 
     nested = {"algo": {"training": {"lr": {"type": "uniform", "low": 0.1, "high": 0.2}}},
               "model.hidden_sizes": {"type": "choice", "values": [[8], [16]]}}
@@ -83,7 +84,7 @@ def test_nested_and_dotted_keys_flatten_alike():
 
 
 def test_apply_params_changes_only_a_copy():
-    from recsys_exp.sweep.space import apply_params
+    from recsys_exp.config.search_space import apply_params
 
     c = compose_config("tune=slateq_asha")
     out = apply_params(c, {"algo.training.lr": 0.5, "model.hidden_sizes": [8]})
@@ -143,7 +144,7 @@ def test_bad_sweep_is_one_clear_line(overrides, message):
 
 
 def test_unknown_rllib_key_in_search_space_is_named_before_ray():
-    from recsys_exp.sweep.space import check_with_rllib
+    from recsys_exp.sweep.run import check_with_rllib
 
     c = compose_config("tune=sweep", "+tune.search_space.algo.training.lrr={type: choice, values: [0.1]}")
     with pytest.raises(ConfigError, match=r"tune.search_space.algo.training.lrr: value 0.1 is invalid: "
@@ -201,7 +202,7 @@ def test_best_trial_prefers_full_budget_then_metric_then_evaluation():
 
 def test_pbt_perturbations_stay_inside_the_domain():
     from recsys_exp.sweep.run import clip_to_space, scheduler
-    from recsys_exp.sweep.space import flatten_space
+    from recsys_exp.config.search_space import flatten_space
 
     c = compose_config("tune=slateq_asha", "tune.scheduler=pbt")
     flat = flatten_space(c["tune"]["search_space"])
@@ -268,7 +269,7 @@ def test_best_checkpoint_and_config_are_reusable(asha_sweep: Path, tmp_path: Pat
 
     from recsys_exp.config.schema import register_configs
     from recsys_exp.config.validate import check_schema, check_semantics
-    from recsys_exp.runner.run_dir import locate_checkpoint
+    from recsys_exp.run_dir import locate_checkpoint
 
     best = json.loads((asha_sweep / "sweep.json").read_text())["best"]
     link = asha_sweep / "best_checkpoint"

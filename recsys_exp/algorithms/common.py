@@ -62,7 +62,7 @@ class SlatePolicyModule(TorchRLModule):
     """Base RLModule of the slate algorithms.
 
     Reads the flattened slate observation through ``model_config["slate_layout"]``
-    (:func:`recsys_exp.algorithms.slate_view.slate_layout`). Subclasses implement
+    (:func:`recsys_exp.envs.layout.slate_layout`). Subclasses implement
     :meth:`greedy_slate` (used at evaluation) and may override :meth:`explore_slate`; the base
     adds epsilon-greedy (uniform random slates with probability ε, schedule
     ``model_config["epsilon"]`` over env steps) and the slate's behaviour log-probability.

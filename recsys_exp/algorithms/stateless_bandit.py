@@ -185,23 +185,14 @@ class StatelessBanditLearner(LinearBanditLearner):
 
 
 # --- configs and algorithm ---------------------------------------------------------------------
-_SPACES: dict[str, Any] = {}
-
-
 def env_observation_space(env: Any, env_config: dict[str, Any]):
-    """The Dict observation space of one of recsys_exp's registered envs (``recsim_<name>``), cached."""
-    from recsys_exp.envs.registry import ENV_NAMES, make_vector_env
-    from recsys_exp.envs.rllib import rllib_env_name
+    """The observation space of the env an ``AlgorithmConfig`` names (its :class:`EnvSpec`, built once)."""
+    from recsys_exp.envs.spec import from_rllib_env_config
 
-    names = {rllib_env_name(n): n for n in ENV_NAMES}
-    if env not in names:
-        raise ValueError(f"the stateless bandits read their arms from one of recsys_exp's envs "
-                         f"({', '.join(names)}), got env={env!r}")
-    kwargs = {k: v for k, v in env_config.items() if k not in ("flatten_actions", "num_envs")}
-    key = json.dumps([env, kwargs], sort_keys=True, default=str)
-    if key not in _SPACES:
-        _SPACES[key] = make_vector_env(names[env], 1, **kwargs).single_observation_space
-    return _SPACES[key]
+    if not isinstance(env, str):
+        raise ValueError(f"the stateless bandits read their arms from one of recsys_exp's registered envs, "
+                         f"got env={env!r}")
+    return from_rllib_env_config(env, env_config)[0].observation_space
 
 
 class StatelessBanditConfig(AlgorithmConfig):

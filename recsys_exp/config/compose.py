@@ -13,8 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from recsys_exp.config.schema import GROUPS
-from recsys_exp.config.validate import ConfigError, check_schema, check_semantics
-from recsys_exp.runner.run_dir import CONFIG_FILE, load_config, locate_checkpoint
+from recsys_exp.errors import ConfigError
+from recsys_exp.config.validate import check_schema, check_semantics
+from recsys_exp.run_dir import CONFIG_FILE, load_config, locate_checkpoint
 
 # Keys that describe this invocation rather than the experiment: never taken from a saved config.
 INVOCATION_KEYS = ("mode", "restore", "resume")

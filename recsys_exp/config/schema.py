@@ -32,12 +32,14 @@ class EnvConfig:
 
 @dataclass
 class AlgoConfig:
-    """An RLlib algorithm and how the slate env is presented to it."""
+    """An algorithm plugin (``_target_``, :mod:`recsys_exp.algorithms.plugin`) and how the slate env
+    is presented to it."""
 
-    name: str = MISSING  # random | greedy | lin_ucb | lin_ts | slateq | dqn | ppo
+    _target_: str = MISSING  # the plugin class, e.g. recsys_exp.algorithms.plugins.SlateQ
+    name: str = MISSING  # the option's name (random, greedy, lin_ucb, slateq, ..., or a user plugin's)
     flatten_actions: bool = False  # slate MultiDiscrete([N]*K) -> Discrete(N**K)
     flatten_observations: bool = True  # Dict observation -> one float vector
-    training: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.training(**)
+    training: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.training(**); checked by the plugin
     env_runners: Dict[str, Any] = field(default_factory=dict)  # AlgorithmConfig.env_runners(**)
 
 

@@ -13,8 +13,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from recsys_exp.algorithms.registry import ALGORITHMS
+from recsys_exp.algorithms.plugin import AlgorithmPlugin, load_plugin
 from recsys_exp.config.schema import Config
+from recsys_exp.envs.spec import EnvSpec, env_spec
+from recsys_exp.errors import ConfigError
 
 MODES = ("train", "evaluate", "record", "offline_study", "serve")
 LOGGER_MODES = ("offline", "online", "disabled")
@@ -26,10 +28,6 @@ MAX_FLAT_ACTIONS = 100_000
 SCHEDULERS = ("none", "asha", "pbt")
 SEARCH_ALGS = ("random", "optuna")
 TIME_ATTRS = ("num_env_steps_sampled_lifetime", "training_iteration")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line naming the key and what is allowed."""
 
 
 def check_schema(config: dict[str, Any] | DictConfig) -> dict[str, Any]:
@@ -65,31 +63,29 @@ def _get(c: dict, path: str) -> Any:
     return c
 
 
-def check_env(env: dict[str, Any], seed: int) -> None:
-    """Validate the env group by building it as the env constructor will: RecSim's envs resolve
-    their settings, ``custom`` instantiates and checks its parts (one dry-run step), ``gym``
-    constructs the user's env once."""
+def check_env(c: dict[str, Any]) -> EnvSpec:
+    """Validate the env group by building its :class:`EnvSpec` once, as the env constructor will:
+    RecSim's envs resolve their settings, ``custom`` instantiates and checks its parts (one
+    dry-run step), ``gym`` constructs the user's env once. Returns the checked spec."""
     from recsys_exp.envs import custom, gym_env
-    from recsys_exp.envs.registry import ENVS, build_simulator, resolve_settings
+    from recsys_exp.envs.settings import ENVS
 
-    if env["name"] == gym_env.NAME:
+    env = c["env"]
+    spec = env_spec(c)
+    if spec.is_gym:
         _require(not env["params"], "env.params", env["params"], "env=gym passes constructor keywords as env.kwargs")
         _require(env["max_episode_steps"] is None or env["max_episode_steps"] > 0, "env.max_episode_steps",
                  env["max_episode_steps"], "must be a positive integer or null")
         try:
-            gym_env.env_spaces(env["entry_point"], env["kwargs"])
+            return spec.check()
         except gym_env.GymEnvError as e:
             raise ConfigError(f"env.entry_point={env['entry_point'] or 'null'}: {e}") from None
-        return
     _require(env.get("entry_point") is None, "env.entry_point", env.get("entry_point"),
              f"only env=gym takes an entry point (env={env['name']})")
     _require(not env.get("kwargs"), "env.kwargs", env.get("kwargs"),
              f"only env=gym takes constructor keywords; the constants of env={env['name']} go in env.params")
     try:
-        settings = resolve_settings(env["name"], num_candidates=env["num_candidates"], slate_size=env["slate_size"],
-                                    resample_documents=env["resample_documents"], seed=seed,
-                                    max_episode_steps=env["max_episode_steps"], **env["params"])
-        build_simulator(settings)
+        return spec.check()
     except custom.PartError as e:
         raise ConfigError(str(e)) from None
     except (ValueError, TypeError) as e:
@@ -97,44 +93,25 @@ def check_env(env: dict[str, Any], seed: int) -> None:
         raise ConfigError(f"env: {e}{extra}") from None
 
 
-def config_vector_env(c: dict[str, Any], num_envs: int, seed: int):
-    """The vector env of config ``c`` with ``num_envs`` users (no Ray): the native slate env
-    (slate actions, never flattened), or a ``SyncVectorEnv`` of the user's env for ``env=gym``."""
-    from recsys_exp.envs import gym_env
-    from recsys_exp.envs.registry import make_vector_env
-
-    env = c["env"]
-    if env["name"] == gym_env.NAME:
-        return gym_env.make_gym_vector_env(env["entry_point"], num_envs, env["kwargs"], env["max_episode_steps"], seed)
-    return make_vector_env(env["name"], num_envs=num_envs, num_candidates=env["num_candidates"],
-                           slate_size=env["slate_size"], resample_documents=env["resample_documents"],
-                           max_episode_steps=env["max_episode_steps"], seed=seed, **env["params"])
-
-
-def env_observation_space(c: dict[str, Any]):
-    """The single observation space of the configured env (builds one env, no Ray)."""
-    return config_vector_env(c, 1, c["seed"]).single_observation_space
-
-
 GYM_MODES = ("train", "evaluate")
 
 
-def gym_space_mismatch(algo: str, obs_space, action_space) -> str | None:
-    """Why ``algo`` cannot run on an env with these spaces, or None if it can.
+def gym_space_mismatch(algo: str, plugin: AlgorithmPlugin, obs_space, action_space) -> str | None:
+    """Why ``algo`` (its plugin's :class:`EnvNeeds`) cannot run on an env with these spaces, or None.
 
-    DQN-like algorithms need ``Discrete`` actions; slate algorithms the slate observation
+    Algorithms that need ``Discrete`` actions get them; slate algorithms the slate observation
     (``user`` (U,), ``doc`` (N, D), ``response.click`` (K,)) and ``MultiDiscrete([N]*K)`` actions;
     RLlib's other algorithms ``Discrete``/``MultiDiscrete``/``Box`` actions and an observation
     RLlib's ``FlattenObservations`` can flatten.
     """
     import gymnasium as gym
 
-    from recsys_exp.algorithms.slate_view import slate_layout
+    from recsys_exp.envs.layout import slate_layout
 
-    info = ALGORITHMS[algo]
-    if info.discrete_actions_only and not isinstance(action_space, gym.spaces.Discrete):
+    needs = plugin.needs
+    if needs.discrete_actions and not isinstance(action_space, gym.spaces.Discrete):
         return f"algo={algo} needs a Discrete action space, the env has {action_space}"
-    if info.slate_policy:
+    if needs.slate:
         try:
             layout = slate_layout(obs_space)
         except ValueError as e:
@@ -167,97 +144,50 @@ def _unflattenable(space):
     return None if isinstance(space, flat) else space
 
 
-def check_gym_env(c: dict[str, Any]) -> None:
+def check_gym_env(c: dict[str, Any], spec: EnvSpec, plugin: AlgorithmPlugin) -> None:
     """``env=gym``: the mode and algorithm can use a bring-your-own env and its spaces fit the algorithm.
 
     ``algo.flatten_actions`` is ignored (the env keeps its own action space).
     """
-    from recsys_exp.envs import gym_env
-
-    env, algo = c["env"], c["algo"]["name"]
+    algo = c["algo"]["name"]
     _require(c["mode"] in GYM_MODES, "mode", c["mode"], "env=gym supports mode=train and mode=evaluate; record, "
              "serve and offline_study need a slate env (user, doc and response observations)")
-    _require(not ALGORITHMS[algo].offline, "algo.name", algo, "offline algorithms learn from logged slate data; "
+    _require(not plugin.needs.logged_data, "algo.name", algo, "offline algorithms learn from logged slate data; "
              "with env=gym train an online algorithm")
     _require(not c["offline"]["path"], "offline.path", c["offline"]["path"], "off-policy evaluation reads logged "
              "slate data; not available with env=gym")
-    obs_space, action_space = gym_env.env_spaces(env["entry_point"], env["kwargs"])
-    reason = gym_space_mismatch(algo, obs_space, action_space)
+    reason = gym_space_mismatch(algo, plugin, spec.observation_space, spec.action_space)
     if reason:
-        raise ConfigError(f"env.entry_point={env['entry_point']}: {reason}")
-    if ALGORITHMS[algo].slate_policy:
-        check_algo_env(c)  # the algorithm's own options against the layout (e.g. greedy's score)
+        raise ConfigError(f"env.entry_point={spec.entry_point}: {reason}")
 
 
-def check_algo_env(c: dict[str, Any]) -> None:
-    """Can this slate algorithm run on this env? One line naming algorithm, env and the fix if not."""
-    from recsys_exp.algorithms.slate_view import slate_layout
-
-    name, env = c["algo"]["name"], c["env"]["name"]
+def check_slate_env(c: dict[str, Any], spec: EnvSpec) -> None:
+    """A slate algorithm needs the slate observation; one line naming algorithm, env and the fix if not."""
     try:
-        layout = slate_layout(env_observation_space(c))
+        spec.slate_layout
     except ValueError as e:
-        raise ConfigError(f"algo={name} cannot run on env={env}: {e}; slate algorithms need a Dict observation "
-                          f"with user (U,), doc (N, D) and a per-slot response.click") from None
-    training = c["algo"]["training"]
-    if name == "greedy":
-        score = training.get("score", "affinity")
-        user_dim, doc_dim = layout["user"][1], layout["doc"][2]
-        if score == "affinity" and (user_dim == 0 or user_dim != doc_dim):
-            raise ConfigError(f"algo.training.score=affinity: algo=greedy ranks by <user, doc>, but env={env} has "
-                              f"user features of width {user_dim} and doc features of width {doc_dim}; "
-                              f"use algo.training.score=feature (with algo.training.feature_index)")
-        if score == "feature":
-            index = training.get("feature_index", 0)
-            _require(isinstance(index, int) and 0 <= index < doc_dim, "algo.training.feature_index", index,
-                     f"env={env} has {doc_dim} doc feature(s): allowed 0..{doc_dim - 1}")
-        _require(score in ("affinity", "feature"), "algo.training.score", score, "allowed: affinity, feature")
-    if name in ("ucb1", "epsilon_greedy_bandit"):
-        check_stateless_bandit(c, layout)
+        raise ConfigError(f"algo={c['algo']['name']} cannot run on env={spec.name}: {e}; slate algorithms need a Dict "
+                          f"observation with user (U,), doc (N, D) and a per-slot response.click") from None
 
 
-def check_stateless_bandit(c: dict[str, Any], layout: dict[str, Any]) -> None:
-    """``algo=ucb1`` / ``algo=epsilon_greedy_bandit``: the arms exist in this env (bandit_arms.py)."""
-    from recsys_exp.algorithms.bandit_arms import ARMS, CLUSTER_ENVS, cluster_features
+def offline_algorithms() -> dict[str, bool]:
+    """The built-in algorithms by option name -> whether they learn from logged data (for messages)."""
+    from recsys_exp.algorithms.plugins import BUILTIN
+    from recsys_exp.offline.plugins import OFFLINE
 
-    name, env, training = c["algo"]["name"], c["env"]["name"], c["algo"]["training"]
-    arms = training.get("arms", "cluster")
-    _require(arms in ARMS, "algo.training.arms", arms, f"allowed: {', '.join(ARMS)}")
-    if arms == "cluster":
-        vec = config_vector_env(c, 1, c["seed"])
-        try:
-            start, width = cluster_features(vec.single_observation_space)
-        except ValueError as e:
-            raise ConfigError(f"algo.training.arms=cluster: algo={name} cannot find clusters in env={env}: {e}; "
-                              f"or use algo.training.arms=item with env.resample_documents=false") from None
-        docs = vec.reset(seed=c["seed"])[0]["doc"][0, :, start:start + width]
-        if not ((docs == 0) | (docs == 1)).all() or not (docs.sum(-1) == 1).all():
-            raise ConfigError(f"algo.training.arms=cluster: the doc features of env={env} do not start with a "
-                              f"one-hot of its {width} clusters ({CLUSTER_ENVS} do)")
-    else:
-        runners = c["algo"]["env_runners"]
-        _require(not c["env"]["resample_documents"], "algo.training.arms", arms,
-                 "an arm is a candidate position, the same document only while the candidates stay fixed: "
-                 "set env.resample_documents=false (or use algo.training.arms=cluster)")
-        _require(runners.get("num_envs_per_env_runner", 1) == 1 and runners.get("num_env_runners", 0) <= 1,
-                 "algo.training.arms", arms, "every simulated user keeps its own fixed candidates: set "
-                 "algo.env_runners.num_envs_per_env_runner=1 and num_env_runners<=1")
-    tie = training.get("tie_feature")
-    doc_dim = layout["doc"][2]
-    _require(tie is None or (isinstance(tie, int) and not isinstance(tie, bool) and 0 <= tie < doc_dim),
-             "algo.training.tie_feature", tie, f"env={env} has {doc_dim} doc feature(s): allowed null or "
-             f"0..{doc_dim - 1}")
+    return {**{name: False for name in BUILTIN}, **{name: True for name in OFFLINE}}
 
 
-def check_offline(c: dict[str, Any], info) -> None:
+def check_offline(c: dict[str, Any], plugin: AlgorithmPlugin) -> None:
     """The offline group against the mode and algorithm; the data's sizes against the env."""
     off, mode, name = c["offline"], c["mode"], c["algo"]["name"]
     _require(off["name"] in OFFLINE_NAMES, "offline.name", off["name"], f"allowed: {', '.join(OFFLINE_NAMES)}")
-    offline_algos = ", ".join(a for a, i in ALGORITHMS.items() if i.offline)
-    if mode == "train" and info.offline and not off["path"]:
+    known = offline_algorithms()
+    offline_algos = ", ".join(a for a, logged in known.items() if logged)
+    if mode == "train" and plugin.needs.logged_data and not off["path"]:
         raise ConfigError(f"offline.path: algo={name} learns from logged data; set offline.path=<Parquet file or dir> "
                           f"(record some with mode=record)")
-    if mode in ("train", "offline_study") and not info.offline and (off["path"] or off["name"] != "none"):
+    if mode in ("train", "offline_study") and not plugin.needs.logged_data and (off["path"] or off["name"] != "none"):
         key = f"offline.path={off['path']}" if off["path"] else f"offline={off['name']}"
         raise ConfigError(f"{key}: algo={name} trains in the simulator; "
                           f"algorithms that learn from logged data: {offline_algos}")
@@ -274,10 +204,10 @@ def check_offline(c: dict[str, Any], info) -> None:
         check_logged_data(c)
     if mode == "offline_study":
         study = c["study"]
-        _require(study["behaviour_algo"] in ALGORITHMS and not ALGORITHMS[study["behaviour_algo"]].offline,
+        _require(known.get(study["behaviour_algo"]) is False,
                  "study.behaviour_algo", study["behaviour_algo"], "an online algorithm: "
-                 + ", ".join(a for a, i in ALGORITHMS.items() if not i.offline))
-        bad = [a for a in study["algos"] if a not in ALGORITHMS or not ALGORITHMS[a].offline]
+                 + ", ".join(a for a, logged in known.items() if not logged))
+        bad = [a for a in study["algos"] if not known.get(a)]
         _require(not bad, "study.algos", study["algos"], f"offline algorithms: {offline_algos}")
         _require(0.0 < study["record_epsilon"] <= 1.0, "study.record_epsilon", study["record_epsilon"],
                  "must be in (0, 1] (IS estimators need every slate possible)")
@@ -301,7 +231,7 @@ def check_logged_data(c: dict[str, Any]) -> None:
         raise ConfigError(f"offline.path={path}: {first} has no recsys_exp metadata (write data with mode=record "
                           f"or python -m recsys_exp.offline.jsonl)")
     env = c["env"]
-    space = env_observation_space(c)
+    space = env_spec(c).observation_space
     want = {"num_candidates": env["num_candidates"], "slate_size": env["slate_size"],
             "user_dim": int(space["user"].shape[0]), "doc_dim": int(space["doc"].shape[1])}
     bad = [f"{k} {meta.get(k)} (env={env['name']}: {v})" for k, v in want.items() if meta.get(k) != v]
@@ -338,7 +268,7 @@ def is_sweep(c: dict[str, Any]) -> bool:
 
 def check_tune(c: dict[str, Any]) -> None:
     """The tune group: names, ranges, scheduler/searcher combinations and the search space."""
-    from recsys_exp.sweep.space import SINGLE_RUN, SearchSpaceError, check_search_space
+    from recsys_exp.config.search_space import SINGLE_RUN, SearchSpaceError, check_search_space
 
     tune = c["tune"]
     _require(tune["mode"] in ("max", "min"), "tune.mode", tune["mode"], "allowed: max, min")
@@ -397,34 +327,34 @@ def check_semantics(c: dict[str, Any]) -> None:
     """Ranges and combinations the types cannot express."""
     _require(c["mode"] in MODES, "mode", c["mode"], f"allowed: {', '.join(MODES)}")
     _require(c["seed"] >= 0, "seed", c["seed"], "must be >= 0")
-    check_env(c["env"], c["seed"])
+    spec = check_env(c)
 
     algo = c["algo"]
-    _require(algo["name"] in ALGORITHMS, "algo.name", algo["name"], f"allowed: {', '.join(ALGORITHMS)}")
-    info = ALGORITHMS[algo["name"]]
-    n, k = c["env"]["num_candidates"], c["env"]["slate_size"]
-    is_gym = c["env"]["name"] == "gym"  # bring-your-own env: fits by its own spaces, no slate flattening
-    if is_gym:
-        check_gym_env(c)
-    elif info.discrete_actions_only and not algo["flatten_actions"]:
+    plugin = load_plugin(algo)
+    needs = plugin.needs
+    n, k = spec.num_candidates, spec.slate_size
+    if spec.is_gym:  # bring-your-own env: fits by its own spaces, no slate flattening
+        check_gym_env(c, spec, plugin)
+    elif needs.discrete_actions and not algo["flatten_actions"]:
         raise ConfigError(f"algo.flatten_actions=False: {algo['name']} needs a Discrete action space but the "
                           f"slate env has MultiDiscrete([{n}]*{k}); set algo.flatten_actions=true")
-    if algo["flatten_actions"] and not is_gym:
+    if algo["flatten_actions"] and not spec.is_gym:
         _require(n ** k <= MAX_FLAT_ACTIONS, "algo.flatten_actions", True,
                  f"N**K = {n}**{k} = {n ** k} flat actions exceeds {MAX_FLAT_ACTIONS}; use a slate algorithm")
     _require(algo["flatten_observations"], "algo.flatten_observations", False,
              f"{algo['name']} reads the flattened observation (RLlib's FlattenObservations connector); "
              f"set algo.flatten_observations=true")
-    if info.slate_policy and not is_gym:
-        check_algo_env(c)
+    if needs.slate:
+        check_slate_env(c, spec)
     for key in ("num_learners",):
         _require(key not in algo["training"], f"algo.training.{key}", algo["training"].get(key),
                  "set learners through the runner, not algo.training")
+    plugin.check(c, spec)  # the algorithm's own options against the env (e.g. greedy's score)
 
     ex = c["exploration"]
     _require(ex["type"] in EXPLORATIONS, "exploration.type", ex["type"], f"allowed: {', '.join(EXPLORATIONS)}")
-    _require(ex["type"] in info.explorations, "exploration.type", ex["type"],
-             f"{algo['name']} supports: {', '.join(info.explorations)}")
+    _require(ex["type"] in plugin.explorations, "exploration.type", ex["type"],
+             f"{algo['name']} supports: {', '.join(plugin.explorations)}")
     for key in ("initial_epsilon", "final_epsilon"):
         _require(0.0 <= ex[key] <= 1.0, f"exploration.{key}", ex[key], "must be in [0, 1]")
     _positive(c, "exploration.epsilon_timesteps")
@@ -440,7 +370,7 @@ def check_semantics(c: dict[str, Any]) -> None:
              f"allowed: {', '.join(ACTIVATIONS)}")
 
     check_tune(c)
-    check_offline(c, info)
+    check_offline(c, plugin)
     check_serve(c)
     _require(c["logger"]["mode"] in LOGGER_MODES, "logger.mode", c["logger"]["mode"],
              f"allowed: {', '.join(LOGGER_MODES)}")

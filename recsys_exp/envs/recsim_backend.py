@@ -59,7 +59,7 @@ from recsys_exp.envs.core import check_slate, single_spaces
 from recsys_exp.envs.interest_evolution import InterestEvolutionParams
 from recsys_exp.envs.interest_exploration import NUM_TOPICS, InterestExplorationParams
 from recsys_exp.envs.long_term_satisfaction import LongTermSatisfactionParams
-from recsys_exp.envs.registry import ENVS, EnvSettings
+from recsys_exp.envs.settings import ENVS, EnvSettings
 
 INSTALL_HINT = "pip install --no-deps recsim==0.2.4 && pip install 'recsys_exp[recsim]'"
 

@@ -18,44 +18,27 @@ from __future__ import annotations
 from typing import Any
 
 from recsys_exp.envs import custom, gym_env
-from recsys_exp.envs.registry import ENV_NAMES, make_env, make_vector_env
-from recsys_exp.envs.wrappers import FlatSlateActions, FlatSlateVectorActions
-
-_PREFIX = "recsim_"
+from recsys_exp.envs.settings import ENV_NAMES
+from recsys_exp.envs.spec import RLLIB_PREFIX, from_rllib_env_config
 
 
 def rllib_env_name(name: str) -> str:
     """The name under which ``name`` is registered with Ray Tune (``recsim_<name>``)."""
-    return _PREFIX + name
+    return RLLIB_PREFIX + name
 
 
 def env_creator(name: str):
-    """A Tune env creator for ``name``: builds a vector env when ``num_envs`` is in the config."""
+    """A Tune env creator for ``name``: the env of the :class:`~recsys_exp.envs.spec.EnvSpec` the
+    ``env_config`` describes; a vector env when ``num_envs`` is in the config."""
 
     def create(env_config: dict[str, Any]):
-        kwargs = dict(env_config)
-        num_envs = kwargs.pop("num_envs", None)
-        flatten_actions = kwargs.pop("flatten_actions", False)
+        spec, flatten_actions = from_rllib_env_config(rllib_env_name(name), env_config)
+        num_envs = env_config.get("num_envs")
         if num_envs is None:
-            env = make_env(name, **kwargs)
-            return FlatSlateActions(env) if flatten_actions else env
-        venv = make_vector_env(name, num_envs, **kwargs)
-        return FlatSlateVectorActions(venv) if flatten_actions else venv
+            return spec.env(flatten_actions=flatten_actions)
+        return spec.vector_env(num_envs, flatten_actions=flatten_actions)
 
     return create
-
-
-def gym_env_creator(env_config: dict[str, Any]):
-    """Tune env creator of ``env=gym``: the user's env, a ``SyncVectorEnv`` of them with ``num_envs``.
-
-    ``flatten_actions`` is ignored: a bring-your-own env keeps its own action space.
-    """
-    kwargs = dict(env_config)
-    num_envs = kwargs.pop("num_envs", None)
-    kwargs.pop("flatten_actions", None)
-    if num_envs is None:
-        return gym_env.make_gym_env(**kwargs)
-    return gym_env.make_gym_vector_env(num_envs=num_envs, **kwargs)
 
 
 def register_envs() -> list[str]:
@@ -68,5 +51,5 @@ def register_envs() -> list[str]:
         register_env(rllib_env_name(name), env_creator(name))
         names.append(rllib_env_name(name))
     register_env(rllib_env_name(custom.NAME), env_creator(custom.NAME))
-    register_env(rllib_env_name(gym_env.NAME), gym_env_creator)
+    register_env(rllib_env_name(gym_env.NAME), env_creator(gym_env.NAME))
     return names

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from recsys_exp.config.validate import ConfigError
-from recsys_exp.runner.run_dir import eval_seed
+from recsys_exp.errors import ConfigError
+from recsys_exp.run_dir import eval_seed
 
 
 def target_policy(c: dict[str, Any], checkpoint: str | Path):
@@ -32,7 +32,7 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
     """Everything the estimators need from logged ``data`` and a target ``policy``; fits FQE
     (``fqe_iters`` refreshes, None = the horizon) only when ``dm`` or ``dr`` is asked for.
     Returns (OPEInputs, info dict)."""
-    from recsys_exp.algorithms.slate_view import slate_layout
+    from recsys_exp.envs.layout import slate_layout
     from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
     from recsys_exp.offline.ope import OPEInputs, check_propensities
     from recsys_exp.offline.policy import slate_probability, slot_probability
@@ -74,11 +74,11 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
 def simulated_value(c: dict[str, Any], policy, explore: bool, gamma: float, episodes: int, seed: int) -> dict[str, Any]:
     """The target's true γ-discounted session return, by simulating ``episodes`` sessions in the env
     (the ground truth the estimates are compared with)."""
-    from recsys_exp.config.validate import config_vector_env
+    from recsys_exp.envs.spec import env_spec
     from recsys_exp.offline.recorder import rollout
     from recsys_exp.runner.evaluate import mean_ci95
 
-    env = config_vector_env(c, min(c["eval"]["num_envs"], episodes), seed)
+    env = env_spec(c).vector_env(min(c["eval"]["num_envs"], episodes), seed)
     returns: dict[int, float] = {}
     for rows in rollout(policy, env, episodes=episodes, explore=explore, seed=seed):
         for ep, t, r in zip(rows["episode_id"], rows["step"], rows["reward"]):
@@ -113,7 +113,7 @@ class _RowLabels:
 
 def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
     """Estimates of the checkpoint's value from ``offline.path``: the content of ope.json."""
-    from recsys_exp.config.validate import env_observation_space
+    from recsys_exp.envs.spec import env_spec
     from recsys_exp.offline.dataset import DataError, LoggedData
     from recsys_exp.offline.ope import OPEError, estimate
 
@@ -121,7 +121,7 @@ def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path) -> dict[str
     start = time.perf_counter()
     try:
         data = LoggedData.read(off["path"])
-        space = env_observation_space(c)
+        space = env_spec(c).observation_space
         data.check_space(space, f"offline.path={off['path']}")
         policy = target_policy(c, checkpoint)
         explore = off["target"] == "explore"

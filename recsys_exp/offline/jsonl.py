@@ -559,7 +559,7 @@ def import_jsonl(src: str | Path, out_dir: str | Path, env: str | None = None, n
     Returns the summary saved as ``manifest.json``: rows, episodes, files, path and the source.
     Raises :class:`LogImportError` (nothing written) when the log or ``out_dir`` is unusable.
     """
-    from recsys_exp.runner.run_dir import atomic_write_json
+    from recsys_exp.run_dir import atomic_write_json
 
     if not (_is_int(rows_per_file) and rows_per_file > 0):
         raise ValueError(f"rows_per_file must be a positive integer, got {rows_per_file!r}")

@@ -32,12 +32,12 @@ def build_module(c: dict[str, Any], checkpoint: str | Path | None = None):
                                 DEFAULT_MODULE_ID)
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    from recsys_exp.algorithms.slate_view import slate_layout
-    from recsys_exp.config.validate import env_observation_space
+    from recsys_exp.envs.layout import slate_layout
+    from recsys_exp.envs.spec import env_spec
     from recsys_exp.runner.build import build_algorithm_config
 
     _, config = build_algorithm_config(c)
-    space = env_observation_space(c)
+    space = env_spec(c).observation_space
     obs_space = gym.spaces.Box(-np.inf, np.inf, (slate_layout(space)["obs_dim"],), np.float32)
     n, k = c["env"]["num_candidates"], c["env"]["slate_size"]
     action_space = gym.spaces.Discrete(n ** k) if c["algo"]["flatten_actions"] else gym.spaces.MultiDiscrete([n] * k)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
-from recsys_exp.config.validate import config_vector_env
+from recsys_exp.envs.spec import env_spec
 from recsys_exp.offline.dataset import flatten_observations
 from recsys_exp.offline.policy import ModulePolicy
 from recsys_exp.offline.schema import RESPONSE_PREFIX, fixed_list, logged_schema, write_table_atomic
@@ -135,10 +135,10 @@ def record(c: dict[str, Any], out_dir: Path, checkpoint: str | None = None) -> d
     """Log ``offline.record_steps`` steps (complete sessions) of the config's behaviour policy
     into ``out_dir/part-*.parquet``; returns the summary also saved as ``out_dir/manifest.json``."""
     from recsys_exp.offline.policy import build_module
-    from recsys_exp.runner.run_dir import atomic_write_json
+    from recsys_exp.run_dir import atomic_write_json
 
     off = c["offline"]
-    env = config_vector_env(c, off["record_num_envs"], c["seed"])
+    env = env_spec(c).vector_env(off["record_num_envs"], c["seed"])
     space = env.single_observation_space
     policy = ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
     schema = logged_schema(c["env"]["num_candidates"], c["env"]["slate_size"], space["user"].shape[0],

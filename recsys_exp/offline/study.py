@@ -21,7 +21,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from recsys_exp.runner.run_dir import atomic_write_json, atomic_write_text
+from recsys_exp.run_dir import atomic_write_json, atomic_write_text
 
 
 def stage_config(c: dict[str, Any], algo: str, **changes: Any) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def run_study(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Behaviour → record → offline training → OPE + simulation; writes study.json and study.md."""
     from recsys_exp.offline.evaluation import off_policy_evaluation
     from recsys_exp.runner.app import execute
-    from recsys_exp.runner.run_dir import CHECKPOINTS_DIR, load_config, locate_checkpoint
+    from recsys_exp.run_dir import CHECKPOINTS_DIR, load_config, locate_checkpoint
 
     s = c["study"]
     stages: dict[str, Any] = {}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from recsys_exp.runner.run_dir import CONFIG_FILE, METRICS_FILE, RUN_FILE, SUMMARY_FILE
+from recsys_exp.run_dir import CONFIG_FILE, METRICS_FILE, RUN_FILE, SUMMARY_FILE
 
 MULTIRUN_FILE, SWEEP_FILE = "multirun.yaml", "sweep.json"
 # Config keys that never make two runs different algorithms (replicate index, bookkeeping).

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys_exp.runner.run_dir import atomic_write_text
+from recsys_exp.run_dir import atomic_write_text
 
 if TYPE_CHECKING:
     from recsys_exp.report import EnvSection, Report

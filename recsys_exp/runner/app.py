@@ -14,8 +14,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from recsys_exp.config.schema import GROUPS
-from recsys_exp.config.validate import ConfigError, is_sweep
-from recsys_exp.runner.run_dir import (
+from recsys_exp.errors import ConfigError
+from recsys_exp.config.validate import is_sweep
+from recsys_exp.run_dir import (
     CONFIG_FILE,
     RUN_FILE,
     atomic_write_json,
@@ -68,7 +69,7 @@ def build(c: dict[str, Any]):
     from recsys_exp.runner.build import build_algorithm_config
 
     if is_sweep(c):
-        from recsys_exp.sweep.space import check_with_rllib
+        from recsys_exp.sweep.run import check_with_rllib
 
         check_with_rllib(c)
         return None

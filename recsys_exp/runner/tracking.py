@@ -11,7 +11,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from recsys_exp.runner.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_FILE, RUN_FILE
+from recsys_exp.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_FILE, RUN_FILE
 
 # (csv column, result key) — result keys use Tune's "/" notation into the nested result dict.
 METRIC_COLUMNS = (

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recsys_exp.runner.run_dir import (
+from recsys_exp.run_dir import (
     CHECKPOINTS_DIR,
     EXPERIMENT_NAME,
     METRICS_FILE,

@@ -50,7 +50,7 @@ class SlateRecommender:
     def __init__(self, models: list[tuple[str, dict[str, Any], str]], state_path: str | None = None):
         import torch
 
-        from recsys_exp.config.validate import env_observation_space
+        from recsys_exp.envs.spec import env_spec
         from recsys_exp.offline.policy import ModulePolicy, build_module
         from recsys_exp.serve.requests import ObservationSpec
         from recsys_exp.serve.selector import ModelSelector
@@ -59,7 +59,7 @@ class SlateRecommender:
         config = models[0][1]
         s = config["serve"]
         n, k = config["env"]["num_candidates"], config["env"]["slate_size"]
-        self.space = env_observation_space(config)
+        self.space = env_spec(config).observation_space
         self.spec = ObservationSpec.from_space(self.space, max_body_bytes=s["max_body_bytes"],
                                                max_batch=s["max_request_batch"])
         self.names = [name for name, _, _ in models]
@@ -143,7 +143,7 @@ class SlateRecommender:
         """``{"request_id", "reward"}``: credit the model that answered that request (once)."""
         from starlette.responses import JSONResponse
 
-        from recsys_exp.runner.run_dir import atomic_write_json
+        from recsys_exp.run_dir import atomic_write_json
         from recsys_exp.serve.requests import RequestError, parse_feedback
 
         try:
@@ -166,8 +166,8 @@ class SlateRecommender:
 def serving_models(c: dict[str, Any], checkpoint: str | Path | None = None) -> list[tuple[str, dict[str, Any], str]]:
     """``[(name, config, checkpoint)]`` to serve: ``checkpoint`` (config ``c``), else ``serve.candidates``
     (each with its own saved config and this run's serve settings), else ``restore``."""
-    from recsys_exp.config.validate import ConfigError
-    from recsys_exp.runner.run_dir import load_config, locate_checkpoint
+    from recsys_exp.errors import ConfigError
+    from recsys_exp.run_dir import load_config, locate_checkpoint
 
     if checkpoint is not None:
         return [(c["algo"]["name"], c, str(checkpoint))]
@@ -217,7 +217,7 @@ def run_serve(c: dict[str, Any], run_dir: Path) -> None:
     import signal
     import time
 
-    from recsys_exp.runner.run_dir import atomic_write_json
+    from recsys_exp.run_dir import atomic_write_json
     from recsys_exp.runner.train import init_ray
 
     models = serving_models(c)  # config errors before Ray starts

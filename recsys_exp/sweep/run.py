@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from recsys_exp.runner.run_dir import EXPERIMENT_NAME, SUMMARY_FILE, atomic_write_json, atomic_write_text
-from recsys_exp.sweep.space import flatten_space, params_label, to_tune_space
+from recsys_exp.config.search_space import flatten_space, params_label, probe_values, trial_config
+from recsys_exp.errors import ConfigError
+from recsys_exp.run_dir import EXPERIMENT_NAME, SUMMARY_FILE, atomic_write_json, atomic_write_text
 
 SWEEP_FILE, BEST_CONFIG_FILE, BEST_CHECKPOINT = "sweep.json", "best_config.yaml", "best_checkpoint"
 
@@ -198,7 +199,6 @@ def best_trial(c: dict[str, Any], trials: list[dict[str, Any]]) -> tuple[dict[st
 
 def best_config_yaml(c: dict[str, Any], best: dict[str, Any], run_dir: Path, ranked_by: str) -> str:
     """The best trial as a ``+experiment=`` preset: group options plus the fully resolved blocks."""
-    from recsys_exp.sweep.trainable import trial_config
 
     tc = trial_config(c, best["params"], c["seed"])
     choices = c.get("choices", {})
@@ -264,3 +264,30 @@ def _t_interval(values: list[float]) -> list[float] | None:
     from recsys_exp.runner.evaluate import mean_ci95
 
     return mean_ci95(values)[3]
+
+
+def check_with_rllib(c: dict[str, Any]) -> None:
+    """Build the RLlib config of every ``algo.*`` probe value: RLlib rejects unknown keywords and
+    bad values here, before Ray starts, and the error names the search-space key."""
+    from recsys_exp.runner.build import build_algorithm_config
+
+    flat = flatten_space(c["tune"]["search_space"])
+    probes = [(k, v) for k, spec in flat.items() if k.startswith("algo.") for v in probe_values(spec)]
+    for key, value in probes or [(None, None)]:
+        try:
+            build_algorithm_config(trial_config(c, {} if key is None else {key: value}, c["seed"]))
+        except ConfigError as e:
+            if key is None:
+                raise
+            raise ConfigError(f"tune.search_space.{key}: value {value!r} is invalid: {e}") from None
+
+
+def to_tune_space(flat: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Flat space -> Tune ``param_space`` ({dotted key: tune domain})."""
+    from ray import tune
+
+    convert = {"choice": lambda s: tune.choice(s["values"]), "grid": lambda s: tune.grid_search(s["values"]),
+               "uniform": lambda s: tune.uniform(s["low"], s["high"]),
+               "loguniform": lambda s: tune.loguniform(s["low"], s["high"]),
+               "randint": lambda s: tune.randint(s["low"], s["high"])}
+    return {key: convert[spec["type"]](spec) for key, spec in flat.items()}

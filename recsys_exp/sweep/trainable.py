@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from ray import tune
 
+from recsys_exp.config.search_space import seed_list, trial_config
+
 # Keys Tune's Trainable fills in itself; RLlib's copies are dropped before averaging.
 TRAINABLE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid", "hostname",
                   "node_ip", "config", "trial_id", "experiment_tag", "done", "timesteps_since_restore",
@@ -28,21 +30,6 @@ TRAINABLE_KEYS = {"training_iteration", "time_this_iter_s", "time_total_s", "tim
                   "checkpoint_dir_name", "episodes_total", "timesteps_total"}
 RETURN_KEY = "episode_return_mean"
 TRIAL_FILE = "sweep_trial.json"  # in each trial checkpoint: seeds, sampled params, final evaluation
-
-
-def seed_list(c: dict[str, Any]) -> list[int]:
-    """Seeds of every configuration: ``seed, seed + 1, ..., seed + tune.seeds - 1``."""
-    return [c["seed"] + i for i in range(c["tune"]["seeds"])]
-
-
-def trial_config(c: dict[str, Any], params: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The plain training config of one seed of a trial (``tune=none``: restorable on its own)."""
-    from recsys_exp.sweep.space import apply_params, single_run_tune
-
-    out = apply_params(c, params)
-    out["seed"] = seed
-    out["tune"] = single_run_tune(out["tune"])
-    return out
 
 
 def average_results(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -118,7 +105,7 @@ class SeedAveragedTrainable(tune.Trainable):
     def _evaluate(self) -> dict[str, Any]:
         """Greedy evaluation of every seed (``eval.*``), through a temporary checkpoint."""
         from recsys_exp.runner.evaluate import evaluate_checkpoint
-        from recsys_exp.runner.run_dir import eval_seed
+        from recsys_exp.run_dir import eval_seed
 
         per_seed = {}
         for s, c, algo in zip(self.seeds, self.configs, self.algos):
@@ -129,7 +116,7 @@ class SeedAveragedTrainable(tune.Trainable):
         return {RETURN_KEY: float(np.mean(list(per_seed.values()))), "per_seed": per_seed}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        from recsys_exp.runner.run_dir import CONFIG_FILE, atomic_write_json, write_config
+        from recsys_exp.run_dir import CONFIG_FILE, atomic_write_json, write_config
 
         for s, c, algo in zip(self.seeds, self.configs, self.algos):
             path = Path(checkpoint_dir) / f"seed_{s}"

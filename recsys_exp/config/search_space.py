@@ -11,7 +11,8 @@ domain, written nested or dotted in YAML::
 Domains: ``choice`` / ``grid`` (``values``), ``uniform`` / ``loguniform`` (float ``low`` <
 ``high``), ``randint`` (int ``low`` <= x < ``high``, as in Tune). A trial's sampled values are
 put onto a copy of the run's config (:func:`apply_params`), so every key means exactly what it
-means on the command line. Nothing here imports Ray except :func:`to_tune_space`.
+means on the command line. Nothing here imports Ray; :mod:`recsys_exp.sweep.run` turns a flat
+space into Tune domains and builds every probe's RLlib config.
 """
 
 from __future__ import annotations
@@ -163,33 +164,17 @@ def check_search_space(c: dict[str, Any], validate_config) -> dict[str, dict[str
     return flat
 
 
-def check_with_rllib(c: dict[str, Any]) -> None:
-    """Build the RLlib config of every ``algo.*`` probe value: RLlib rejects unknown keywords and
-    bad values here, before Ray starts, and the error names the search-space key."""
-    from recsys_exp.config.validate import ConfigError
-    from recsys_exp.runner.build import build_algorithm_config
-    from recsys_exp.sweep.trainable import trial_config
-
-    flat = flatten_space(c["tune"]["search_space"])
-    probes = [(k, v) for k, spec in flat.items() if k.startswith("algo.") for v in probe_values(spec)]
-    for key, value in probes or [(None, None)]:
-        try:
-            build_algorithm_config(trial_config(c, {} if key is None else {key: value}, c["seed"]))
-        except ConfigError as e:
-            if key is None:
-                raise
-            raise ConfigError(f"tune.search_space.{key}: value {value!r} is invalid: {e}") from None
+def seed_list(c: dict[str, Any]) -> list[int]:
+    """Seeds of every configuration: ``seed, seed + 1, ..., seed + tune.seeds - 1``."""
+    return [c["seed"] + i for i in range(c["tune"]["seeds"])]
 
 
-def to_tune_space(flat: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Flat space -> Tune ``param_space`` ({dotted key: tune domain})."""
-    from ray import tune
-
-    convert = {"choice": lambda s: tune.choice(s["values"]), "grid": lambda s: tune.grid_search(s["values"]),
-               "uniform": lambda s: tune.uniform(s["low"], s["high"]),
-               "loguniform": lambda s: tune.loguniform(s["low"], s["high"]),
-               "randint": lambda s: tune.randint(s["low"], s["high"])}
-    return {key: convert[spec["type"]](spec) for key, spec in flat.items()}
+def trial_config(c: dict[str, Any], params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The plain training config of one seed of a trial (``tune=none``: restorable on its own)."""
+    out = apply_params(c, params)
+    out["seed"] = seed
+    out["tune"] = single_run_tune(out["tune"])
+    return out
 
 
 def params_label(params: dict[str, Any]) -> str:
