@@ -46,7 +46,6 @@ cluster is best on average), and refresh it per batch rather than per step.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 

@@ -18,6 +18,7 @@ so every checkpoint can be restored, evaluated or served later.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,33 +49,56 @@ def stage_config(c: dict[str, Any], algo: str, **changes: Any) -> dict[str, Any]
     return sub
 
 
-def run_study(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Behaviour → record → offline training → OPE + simulation; writes study.json and study.md."""
-    from recsys_exp.offline.evaluation import off_policy_evaluation
-    from recsys_exp.runner.app import execute
-    from recsys_exp.run_dir import CHECKPOINTS_DIR, load_config, locate_checkpoint
+@dataclass(frozen=True)
+class Stage:
+    """One step of the study: an ordinary run of ``config`` in ``run_dir``; skipped when ``done``
+    exists already (a re-run of the study continues where it stopped)."""
+
+    name: str
+    config: dict[str, Any]
+    run_dir: Path
+    done: Path
+    overrides: tuple[str, ...]
+
+
+def study_stages(c: dict[str, Any], run_dir: Path) -> list[Stage]:
+    """The study's pipeline: train the behaviour policy, record it, train each offline algorithm."""
+    from recsys_exp.run_dir import CHECKPOINTS_DIR
 
     s = c["study"]
-    stages: dict[str, Any] = {}
-    behaviour_dir = run_dir / "behaviour"
-    data_dir = behaviour_dir / "data"
-    behaviour = stage_config(c, s["behaviour_algo"], mode="train", **{"stop.timesteps": s["behaviour_steps"]})
-    if not (behaviour_dir / CHECKPOINTS_DIR / "last").exists():
-        execute(behaviour, behaviour_dir, [f"study.behaviour_algo={s['behaviour_algo']}"])
-    if not (data_dir / "manifest.json").exists():
-        eps = s["record_epsilon"]
-        record = stage_config(c, s["behaviour_algo"], mode="record", restore=str(behaviour_dir),
-                              **{"exploration.type": "epsilon_greedy", "exploration.initial_epsilon": eps,
-                                 "exploration.final_epsilon": eps, "offline.path": str(data_dir)})
-        execute(record, run_dir / "record", ["mode=record"])
-    policies = {"behaviour (greedy)": behaviour_dir}
+    behaviour_dir, data_dir = run_dir / "behaviour", run_dir / "behaviour" / "data"
+    eps = s["record_epsilon"]
+    stages = [
+        Stage("behaviour", stage_config(c, s["behaviour_algo"], mode="train",
+                                        **{"stop.timesteps": s["behaviour_steps"]}),
+              behaviour_dir, behaviour_dir / CHECKPOINTS_DIR / "last", (f"study.behaviour_algo={s['behaviour_algo']}",)),
+        Stage("record", stage_config(c, s["behaviour_algo"], mode="record", restore=str(behaviour_dir),
+                                     **{"exploration.type": "epsilon_greedy", "exploration.initial_epsilon": eps,
+                                        "exploration.final_epsilon": eps, "offline.path": str(data_dir)}),
+              run_dir / "record", data_dir / "manifest.json", ("mode=record",)),
+    ]
     for algo in s["algos"]:
         algo_dir = run_dir / algo
-        if not (algo_dir / CHECKPOINTS_DIR / "last").exists():
-            sub = stage_config(c, algo, mode="train", **{"offline.path": str(data_dir),
-                                                         "stop.timesteps": s["train_steps"]})
-            execute(sub, algo_dir, [f"algo={algo}"])
-        policies[algo] = algo_dir
+        stages.append(Stage(algo, stage_config(c, algo, mode="train", **{"offline.path": str(data_dir),
+                                                                          "stop.timesteps": s["train_steps"]}),
+                            algo_dir, algo_dir / CHECKPOINTS_DIR / "last", (f"algo={algo}",)))
+    return stages
+
+
+def run_study(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Run the stages (:func:`study_stages`), then estimate every learned policy (and the behaviour
+    policy's greedy version) off-policy and in the simulator; writes study.json and study.md."""
+    from recsys_exp.offline.evaluation import off_policy_evaluation
+    from recsys_exp.run_dir import load_config, locate_checkpoint
+    from recsys_exp.runner.lifecycle import execute
+
+    stages = study_stages(c, run_dir)
+    for stage in stages:
+        if not stage.done.exists():
+            execute(stage.config, stage.run_dir, list(stage.overrides))
+    data_dir = stages[0].run_dir / "data"
+    policies = {"behaviour (greedy)": stages[0].run_dir, **{st.name: st.run_dir for st in stages[2:]}}
+    results: dict[str, Any] = {}
     for name, path in policies.items():
         checkpoint, config_dir = locate_checkpoint(path)
         ev = copy.deepcopy(load_config(config_dir / "config.yaml"))
@@ -82,9 +106,9 @@ def run_study(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         ev["offline"] = {**c["offline"], "path": str(data_dir)}
         ope = off_policy_evaluation(ev, checkpoint)
         atomic_write_json(Path(path) / "ope.json", ope)
-        stages[name] = ope
-    summary = {"data": str(data_dir), "gamma": c["offline"]["gamma"], "record_epsilon": s["record_epsilon"],
-               "policies": stages}
+        results[name] = ope
+    summary = {"data": str(data_dir), "gamma": c["offline"]["gamma"], "record_epsilon": c["study"]["record_epsilon"],
+               "policies": results}
     atomic_write_json(run_dir / "study.json", summary)
     atomic_write_text(run_dir / "study.md", study_table(summary))
     print(study_table(summary), flush=True)

@@ -19,34 +19,6 @@ from recsys_exp.run_dir import (
 )
 
 
-def set_tracking_env(c: dict[str, Any], run_dir: Path) -> None:
-    """W&B and Ray variables; must be set before ``ray.init`` so every worker inherits them."""
-    logger = c["logger"]
-    os.environ["WANDB_MODE"] = logger["mode"]
-    os.environ.setdefault("WANDB_DIR", str(run_dir))
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")  # never hang long without network
-    # Console capture inside Tune's logging actor kept wandb.finish() from returning (seen here).
-    os.environ.setdefault("WANDB_CONSOLE", "off")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-    # Early iterations may finish no episode, so episode_return_mean can be absent from a result.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-
-
-def init_ray(c: dict[str, Any]) -> None:
-    """Start a light local Ray (2 cores, no dashboard) or join ``ray.address``."""
-    import ray
-
-    r = c["ray"]
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if r["address"] is None:
-        kwargs.update(num_cpus=r["num_cpus"], object_store_memory=r["object_store_memory_mb"] * 1024 ** 2)
-    else:
-        kwargs["address"] = r["address"]
-    ray.init(**kwargs)
-
-
 def callbacks(c: dict[str, Any], run_dir: Path, seeds: list[int] | None = None) -> list:
     """Tune callbacks of a run: the run dir's metrics/progress/checkpoint links, and W&B unless disabled.
 
@@ -59,7 +31,9 @@ def callbacks(c: dict[str, Any], run_dir: Path, seeds: list[int] | None = None) 
     if logger["mode"] != "disabled":
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        kwargs: dict[str, Any] = {"config": c, "tags": list(logger["tags"]) or None}
+        # mode and dir go to wandb.init directly: env vars would not reach a Ray started earlier.
+        kwargs: dict[str, Any] = {"config": c, "tags": list(logger["tags"]) or None, "mode": logger["mode"],
+                                  "dir": str(run_dir)}
         if logger["run_name"]:
             kwargs["name"] = logger["run_name"]
         # upload_timeout bounds how long the end of the experiment waits for the logging actors.
@@ -168,13 +142,11 @@ def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_check
 
     ``restore_checkpoint`` is already wired into ``algo_config`` (its weights load at start).
     """
-    from recsys_exp.envs.rllib import register_envs
     from recsys_exp.runner.evaluate import evaluate_checkpoint
+    from recsys_exp.runner.lifecycle import ensure_ray
 
     start = time.time()
-    set_tracking_env(c, run_dir)
-    init_ray(c)
-    register_envs()  # after ray.init: the registry is shared with trial workers through Ray
+    ensure_ray(c, run_dir)
     best = fit(c, run_dir, algo_cls, algo_config, resume=c["resume"])
     rows = read_metrics(run_dir)
     last = Path(run_dir / CHECKPOINTS_DIR / "last").resolve()

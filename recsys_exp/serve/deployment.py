@@ -218,10 +218,10 @@ def run_serve(c: dict[str, Any], run_dir: Path) -> None:
     import time
 
     from recsys_exp.run_dir import atomic_write_json
-    from recsys_exp.runner.train import init_ray
+    from recsys_exp.runner.lifecycle import ensure_ray
 
     models = serving_models(c)  # config errors before Ray starts
-    init_ray(c)
+    ensure_ray(c, run_dir)
     try:
         url = start_app(c, state_path=run_dir / "selector.json")
         atomic_write_json(run_dir / "serve.json", {"url": url, "info": f"{url}/info",

@@ -85,16 +85,14 @@ def run_sweep(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Run (or with ``resume=true`` continue) the sweep of config ``c``; returns summary.json's dict."""
     from ray import tune
 
-    from recsys_exp.envs.rllib import register_envs
-    from recsys_exp.runner.train import callbacks, init_ray, set_tracking_env, stop_criteria, storage_root
+    from recsys_exp.runner.lifecycle import ensure_ray
+    from recsys_exp.runner.train import callbacks, stop_criteria, storage_root
     from recsys_exp.sweep.trainable import SeedAveragedTrainable, seed_list, trial_resources
 
     start = time.time()
-    set_tracking_env(c, run_dir)
     flat = flatten_space(c["tune"]["search_space"])
     resources = trial_resources(c)  # builds an AlgorithmConfig: RLlib's errors come before Ray starts
-    init_ray(c)
-    register_envs()
+    ensure_ray(c, run_dir)
     trainable = tune.with_resources(tune.with_parameters(SeedAveragedTrainable, base=c), resources)
     param_space = to_tune_space(flat)
     storage = storage_root(c, run_dir)

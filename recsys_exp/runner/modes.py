@@ -1,0 +1,108 @@
+"""The built-in modes as registered handlers of the run lifecycle (:mod:`recsys_exp.runner.lifecycle`).
+
+``train`` (one Tune trial, or a sweep with ``tune=...``), ``evaluate`` (greedy episodes in the
+simulator and, with ``offline.path``, off-policy estimates), ``record`` (logged data), ``serve``
+(Ray Serve) and ``offline_study`` (a pipeline of the others). Each is ``fn(c, run_dir, prepared)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from recsys_exp.run_dir import atomic_write_json, eval_seed, locate_checkpoint
+from recsys_exp.runner.lifecycle import register_mode
+
+log = logging.getLogger("recsys_exp")
+
+
+def is_sweep(c: dict[str, Any]) -> bool:
+    """A Tune sweep (search space, seeds, scheduler) rather than one training run."""
+    return c["tune"]["name"] != "none"
+
+
+def prepare_train(c: dict[str, Any]):
+    """For training: ``(algo class, AlgorithmConfig, checkpoint to start from)``; RLlib's own
+    checks of the algo keys run here, before anything is written or Ray starts. Sweeps check every
+    probe value of their search space instead (and return None)."""
+    from recsys_exp.runner.build import build_algorithm_config
+
+    if is_sweep(c):
+        from recsys_exp.sweep.run import check_with_rllib
+
+        check_with_rllib(c)
+        return None
+    checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
+    return (*build_algorithm_config(c, checkpoint), checkpoint)
+
+
+@register_mode("train", prepare=prepare_train)
+def train_mode(c: dict[str, Any], run_dir: Path, prepared) -> float | None:
+    """Train (one trial, or a Tune sweep), evaluate greedily, write summary.json."""
+    if is_sweep(c):
+        from recsys_exp.sweep.run import run_sweep
+
+        summary = run_sweep(c, run_dir)
+        log.info("sweep summary: %s", summary)
+        return summary["eval_return_mean"]
+    from recsys_exp.runner.train import train
+
+    summary = train(c, run_dir, *(prepared or prepare_train(c)))
+    log.info("summary: %s", summary)
+    return summary["eval_return_mean"]
+
+
+@register_mode("evaluate")
+def evaluate_mode(c: dict[str, Any], run_dir: Path, prepared=None) -> float:
+    """Greedy episodes of the restored checkpoint (evaluation.json) and, with ``offline.path``,
+    off-policy estimates from that logged data (ope.json)."""
+    from recsys_exp.runner.evaluate import evaluate_checkpoint
+
+    checkpoint, _ = locate_checkpoint(c["restore"])
+    if c["offline"]["path"]:  # the cheaper, more likely to fail part first
+        from recsys_exp.offline.evaluation import off_policy_evaluation
+
+        ope = off_policy_evaluation(c, checkpoint)
+        atomic_write_json(run_dir / "ope.json", ope)
+        sim = ope["simulated"]
+        print(f"ope (gamma {ope['gamma']}): simulated {sim['value']:.2f} (95% CI {sim['ci95'][0]:.2f}.."
+              f"{sim['ci95'][1]:.2f})", flush=True)
+        for name, est in ope["estimates"].items():
+            print(f"ope {name}: {est['value']:.2f} (95% CI {est['ci95'][0]:.2f}..{est['ci95'][1]:.2f})", flush=True)
+    ev = evaluate_checkpoint(c, checkpoint, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
+    atomic_write_json(run_dir / "evaluation.json", ev)
+    print(f"evaluation: return {ev['episode_return_mean']:.2f} (95% CI {ev['ci95'][0]:.2f}..{ev['ci95'][1]:.2f}) "
+          f"over {ev['episodes']} episodes -> {run_dir / 'evaluation.json'}", flush=True)
+    return ev["episode_return_mean"]
+
+
+@register_mode("record")
+def record_mode(c: dict[str, Any], run_dir: Path, prepared=None) -> None:
+    """Log the behaviour policy's steps as Parquet (``offline.path`` or ``<run dir>/data``)."""
+    from recsys_exp.offline.recorder import record as record_steps
+
+    checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
+    out = Path(c["offline"]["path"]).expanduser() if c["offline"]["path"] else run_dir / "data"
+    summary = record_steps(c, out, checkpoint)
+    print(f"recorded {summary['rows']} steps in {summary['episodes']} sessions ({summary['rows_per_s']:.0f} rows/s) "
+          f"-> {out}", flush=True)
+    return None
+
+
+@register_mode("serve")
+def serve_mode(c: dict[str, Any], run_dir: Path, prepared=None) -> None:
+    """Deploy the restored checkpoint (or ``serve.candidates``) on Ray Serve."""
+    from recsys_exp.serve.deployment import run_serve
+
+    run_serve(c, run_dir)
+    return None
+
+
+@register_mode("offline_study")
+def offline_study_mode(c: dict[str, Any], run_dir: Path, prepared=None) -> None:
+    """Behaviour policy -> logged data -> offline algorithms -> OPE vs simulation (study.json, study.md)."""
+    from recsys_exp.offline.study import run_study
+
+    run_study(c, run_dir)
+    return None
