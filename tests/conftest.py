@@ -9,23 +9,18 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# What the run lifecycle sets before it starts a Ray; the session's Ray is started here instead.
+os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def compose_config(*overrides: str) -> dict:
     """Compose ``conf/`` with ``overrides`` and validate it exactly as the CLI does: a plain dict."""
-    from hydra import compose, initialize_config_dir
+    import recsys_exp
 
-    from recsys_exp.config.schema import register_configs
-    from recsys_exp.config.validate import check_schema, check_semantics
-
-    register_configs()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    c = check_schema(cfg)
-    check_semantics(c)
-    return c
+    return recsys_exp.compose(list(overrides))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from recsys_exp.algorithms.registry import ALGORITHMS
+from recsys_exp.algorithms.plugin import load_plugin
 from recsys_exp.config.compose import apply_overrides
 from recsys_exp.config.schema import GROUPS, register_configs
 from recsys_exp.config.validate import ConfigError, check_schema, check_semantics
@@ -110,13 +110,13 @@ def test_group_option_composes_and_validates(group, option, logged_iev):
     if (group, option) == ("tune", "bandit_alpha"):  # searches the UCB width: needs a UCB algorithm
         overrides.insert(0, "algo=lin_ucb")
     cfg, choices = compose_cfg(overrides)
-    if ALGORITHMS[cfg.algo.name].offline:  # offline algorithms need logged data
+    if load_plugin(cfg.algo).needs.logged_data:  # offline algorithms need logged data
         overrides.append(f"offline.path={logged_iev}")
         cfg, choices = compose_cfg(overrides)
-    if group == "exploration" and cfg.exploration.type not in ALGORITHMS[cfg.algo.name].explorations:
+    if group == "exploration" and cfg.exploration.type not in load_plugin(cfg.algo).explorations:
         # An exploration the default algorithm does not support: pair it with one that does.
-        algos = [name for name, info in ALGORITHMS.items()
-                 if cfg.exploration.type in info.explorations and (CONF / "algo" / f"{name}.yaml").is_file()]
+        algos = [name for g, name in group_options() if g == "algo"
+                 if cfg.exploration.type in load_plugin(compose_cfg([f"algo={name}"])[0].algo).explorations]
         assert algos, f"no algorithm supports exploration {option}"
         overrides.insert(0, f"algo={algos[0]}")
         cfg, choices = compose_cfg(overrides)
