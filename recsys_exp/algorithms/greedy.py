@@ -5,7 +5,8 @@ Interest Evolution, with one-hot documents, that is u[c_j], the user's interest 
 document's cluster, which drives the click probability); it needs user and document features
 of the same width. ``score=feature`` ranks by one document feature, ``doc_j[feature_index]``
 (e.g. the clickbait score in Long-Term Satisfaction, the observed quality in Interest
-Exploration), highest first unless ``descending=false``. Ties are broken at random.
+Exploration), highest first unless ``descending=false``. Ties are not randomised: equal scores are
+ordered by ``torch.topk``, deterministically but in no documented order.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ``python -m recsys_exp.offline.jsonl LOG.jsonl OUT_DIR [--env interest_evolution]`` reads one
 interaction per line and writes ``OUT_DIR/part-00000.parquet, ...`` plus ``manifest.json`` in the
-format of :mod:`recsys_exp.offline.schema`, ready for ``mode=offline`` training and evaluation.
+format of :mod:`recsys_exp.offline.schema`, ready for training offline algorithms (``algo=bc offline.path=OUT_DIR``)
+and off-policy evaluation (``mode=evaluate restore=<run> offline.path=OUT_DIR``).
 
 Each non-blank line is a JSON object (N candidates with D features, slates of K, U user features)::
 
@@ -50,6 +51,7 @@ without new files. The CLI prints it as ``recsys_exp: <message>`` and exits with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -60,6 +62,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from recsys_exp.envs.spec import EnvSpec
 
 REQUIRED_FIELDS = ("user", "candidates", "slate", "click", "reward")
 OPTIONAL_FIELDS = ("propensity", "slot_propensity", "session", "step", "terminated", "response")
@@ -213,7 +217,8 @@ def _initial_layout(num_candidates: int | None, slate_size: int | None) -> _Layo
     return _Layout(sizes, origin)
 
 
-def _complete_layout(layout: _Layout, obj: dict[str, Any], number: int, where: str, env: str | None) -> None:
+def _complete_layout(layout: _Layout, obj: dict[str, Any], number: int, where: str,
+                     env: "str | EnvSpec | None") -> None:
     """Fill the sizes not given from the first line ``obj`` (after the env's, when ``env`` is set)."""
     line1 = f"as on line {number}"
     cands = _list(obj["candidates"], where, "candidates", "N candidate feature lists")
@@ -235,18 +240,19 @@ def _complete_layout(layout: _Layout, obj: dict[str, Any], number: int, where: s
     _check_storable(layout, where)
 
 
-def _env_layout(layout: _Layout, env: str) -> None:
-    """U, D and the response fields of ``env``'s observation space at N candidates and slates of K."""
-    from recsys_exp.envs import make_vector_env
+def _env_layout(layout: _Layout, env: "str | EnvSpec") -> None:
+    """U, D and the response fields of the env's observation space (its :class:`EnvSpec`, parameters
+    included) at N candidates and slates of K."""
     from recsys_exp.offline.recorder import response_fields
 
     n, k = layout.sizes["N"], layout.sizes["K"]
+    spec = dataclasses.replace(env if isinstance(env, EnvSpec) else EnvSpec(name=env), num_candidates=n, slate_size=k)
     try:
-        space = make_vector_env(env, 1, num_candidates=n, slate_size=k, seed=0).single_observation_space
-    except ValueError as e:
-        raise LogImportError(f"--env {env} with num_candidates={n}, slate_size={k}: {e}") from None
-    where = f"the env {env}"
-    layout.env = env
+        space = spec.observation_space
+    except (ValueError, TypeError) as e:
+        raise LogImportError(f"--env {spec.name} with num_candidates={n}, slate_size={k}: {e}") from None
+    where = f"the env {spec.name}"
+    layout.env = spec.name
     layout.sizes["U"], layout.origin["U"] = space["user"].shape[0], where
     layout.sizes["D"], layout.origin["D"] = space["doc"].shape[1], where
     layout.env_responses = response_fields(space)
@@ -534,7 +540,7 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 # --- public API ----------------------------------------------------------------------------------
-def _parse(src: Path, env: str | None, num_candidates: int | None,
+def _parse(src: Path, env: "str | EnvSpec | None", num_candidates: int | None,
            slate_size: int | None) -> tuple[dict[str, Any], _Layout]:
     """Validate the whole log (LogImportError at the first problem); the rows sorted by
     (episode, step) and their layout."""
@@ -550,11 +556,14 @@ def _parse(src: Path, env: str | None, num_candidates: int | None,
     return _arrays(cols, layout, src), layout
 
 
-def import_jsonl(src: str | Path, out_dir: str | Path, env: str | None = None, num_candidates: int | None = None,
-                 slate_size: int | None = None, rows_per_file: int = ROWS_PER_FILE) -> dict[str, Any]:
+def import_jsonl(src: str | Path, out_dir: str | Path, env: str | EnvSpec | None = None,
+                 num_candidates: int | None = None, slate_size: int | None = None,
+                 rows_per_file: int = ROWS_PER_FILE) -> dict[str, Any]:
     """Convert the JSON-lines log ``src`` into ``out_dir/part-*.parquet`` and ``manifest.json``.
 
-    ``env``: check sizes against this env's observation space (and take its response kinds);
+    ``env``: an env name or :class:`~recsys_exp.envs.spec.EnvSpec` (with its ``params``, e.g.
+    ``env_spec(recsys_exp.compose([...]))``) to check sizes against its observation space (and take
+    its response kinds); N and K are always the log's;
     ``num_candidates``/``slate_size``: sizes every line must have (default: the first line's).
     Returns the summary saved as ``manifest.json``: rows, episodes, files, path and the source.
     Raises :class:`LogImportError` (nothing written) when the log or ``out_dir`` is unusable.
@@ -567,6 +576,7 @@ def import_jsonl(src: str | Path, out_dir: str | Path, env: str | None = None, n
     src, out_dir = Path(src), Path(out_dir)
     _check_out_dir(out_dir)
     arrays, layout = _parse(src, env, num_candidates, slate_size)
+    env = env.name if isinstance(env, EnvSpec) else env
     meta = {"source": "jsonl", "file": str(src), **({"env": env} if env else {})}
     with _undo_on_error(out_dir) as created:
         files = _write_parts(arrays, layout, out_dir, meta, rows_per_file, created)
@@ -580,6 +590,23 @@ def import_jsonl(src: str | Path, out_dir: str | Path, env: str | None = None, n
     return summary
 
 
+def _env_arg(name: str | None, params: list[str]) -> str | EnvSpec | None:
+    """``--env`` and its ``--env-param KEY=VALUE`` values (parsed as YAML scalars) as an EnvSpec."""
+    import yaml
+
+    if not params:
+        return name
+    if name is None:
+        raise LogImportError("--env-param: give --env too (the parameters are the env's)")
+    parsed = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LogImportError(f"--env-param {item}: expected KEY=VALUE")
+        parsed[key] = yaml.safe_load(value)
+    return EnvSpec(name=name, params=parsed)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: import one log, print a one-line summary; bad input -> ``recsys_exp: <message>``, exit 2."""
     parser = argparse.ArgumentParser(prog="python -m recsys_exp.offline.jsonl",
@@ -587,12 +614,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="the JSON-lines log")
     parser.add_argument("out_dir", help="a new (or empty) directory for part-*.parquet and manifest.json")
     parser.add_argument("--env", help="check sizes against this env (e.g. interest_evolution)")
+    parser.add_argument("--env-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a parameter of --env (as env.params.KEY in a config; repeatable), e.g. "
+                             "--env-param num_topics=5")
     parser.add_argument("--num-candidates", type=int, help="candidates per line (default: the first line's)")
     parser.add_argument("--slate-size", type=int, help="slate length (default: the first line's)")
     parser.add_argument("--rows-per-file", type=int, default=ROWS_PER_FILE, help="rows per Parquet part file")
     args = parser.parse_args(argv)
     try:
-        s = import_jsonl(args.src, args.out_dir, env=args.env, num_candidates=args.num_candidates,
+        env = _env_arg(args.env, args.env_param)
+        s = import_jsonl(args.src, args.out_dir, env=env, num_candidates=args.num_candidates,
                          slate_size=args.slate_size, rows_per_file=args.rows_per_file)
     except LogImportError as e:
         print(f"recsys_exp: {e}", file=sys.stderr)

@@ -5,8 +5,9 @@ connectors: MARWIL's advantage estimation runs as usual); ``algo=cql`` / ``algo=
 discrete CQL variants of :mod:`recsys_exp.algorithms.cql`. Only the data source changes: instead
 of RLlib's Ray-Data reader (which expects its own column layout), :class:`LoggedDataTraining`
 samples rows of :class:`~recsys_exp.offline.dataset.LoggedData` — observations rebuilt exactly as
-the policy saw them in the simulator — and hands them to the learner as one-step episodes, the
-same form DQN's replay buffer uses. Each iteration is one gradient update on
+the policy saw them in the simulator — and hands them to the learner as episodes (one-step, or
+chunks of ``logged_chunk_length`` consecutive steps for MARWIL), the form DQN's replay buffer
+uses. Each iteration is ``updates_per_iteration`` (default 10) gradient updates, each on
 ``train_batch_size_per_learner`` rows; "env steps sampled" counts rows consumed (as RLlib's
 MARWIL does), so ``stop.timesteps`` bounds the data passes.
 
@@ -31,12 +32,12 @@ from recsys_exp.offline.dataset import LoggedData, to_episodes
 class LoggedRows:
     """The logged data in the learner's observation and action format, sampled uniformly by row."""
 
-    def __init__(self, path: str, env_name: str, env_config: dict[str, Any], seed: int):
+    def __init__(self, path: str, env: str, env_config: dict[str, Any], seed: int):
         import torch
 
-        from recsys_exp.envs.rllib import env_creator
+        from recsys_exp.envs.spec import from_rllib_env_config
 
-        space = env_creator(env_name)(dict(env_config, num_envs=1)).single_observation_space
+        space = from_rllib_env_config(env, env_config)[0].observation_space
         self.data = LoggedData.read(path)
         self.data.check_space(space, f"offline.path={path}")
         self.obs, self.next_obs, self.has_next = self.data.observations(space)
@@ -61,9 +62,8 @@ class LoggedDataTraining:
 
     def setup(self, config):
         super().setup(config)
-        env = self.config.env
-        name = env[len("recsim_"):] if isinstance(env, str) and env.startswith("recsim_") else env
-        self.logged = LoggedRows(self.config.logged_data_path, name, self.config.env_config, self.config.seed or 0)
+        self.logged = LoggedRows(self.config.logged_data_path, self.config.env, self.config.env_config,
+                                 self.config.seed or 0)
 
     def training_step(self) -> None:
         batch_size = self.config.train_batch_size_per_learner
