@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+from recsys_exp.stats import mean_ci95 as stats_mean_ci95
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,12 +98,10 @@ def run_one(setting: str, algo: str, seed: int, args) -> dict | None:
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float, float]:
-    """Mean and t-based 95% CI over seeds."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), math.nan, math.nan
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+    """(mean, low, high): :func:`recsys_exp.stats.mean_ci95`'s t-based 95% CI over seeds (NaN bounds
+    for one seed)."""
+    mean, _, _, (low, high) = stats_mean_ci95(values)
+    return (mean, math.nan, math.nan) if len(values) < 2 else (mean, low, high)
 
 
 def table(results: dict, settings: list[str], algos: list[str]) -> str:

@@ -45,8 +45,7 @@ def data_throughput(run_dir: Path, seconds: float = 5.0) -> dict[str, float]:
 
     from recsys_exp.envs.spec import env_spec
     from recsys_exp.offline.dataset import LoggedData
-    from recsys_exp.offline.policy import ModulePolicy, build_module
-    from recsys_exp.envs.spec import env_spec
+    from recsys_exp.runner.policy import Policy
     from recsys_exp.offline.recorder import record, rollout
     from recsys_exp.offline.schema import data_files
     from recsys_exp.run_dir import load_config, locate_checkpoint
@@ -56,7 +55,7 @@ def data_throughput(run_dir: Path, seconds: float = 5.0) -> dict[str, float]:
     steps = 20_000
     c["offline"]["record_steps"] = steps
 
-    policy = ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
+    policy = Policy.from_checkpoint(c, checkpoint)
     env = env_spec(c).vector_env(c["offline"]["record_num_envs"], c["seed"])
     start = time.perf_counter()
     rows = sum(len(r["reward"]) for r in rollout(policy, env, steps=steps, seed=c["seed"]))

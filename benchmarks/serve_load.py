@@ -14,7 +14,7 @@ Phases (one table row each):
    a share ``--bad`` of the bodies are malformed (rotating: invalid JSON, wrong candidate count,
    NaN, missing ``user``) and must get a 4xx;
 2. ``serve batch``: the same with ``--batch`` observations per body (the list form) → slates/s;
-3. ``in-process``: ``ModulePolicy(build_module(c, checkpoint)).greedy`` on the flattened
+3. ``in-process``: ``Policy.from_checkpoint(c, checkpoint).greedy`` on the flattened
    observations, one per call (latency) and ``--batch`` per call (slates/s) — the same module
    without HTTP, Serve or JSON; plus, for attribution, one observation per call *including*
    the replica's JSON validation (``parse_recommend``) and flattening.
@@ -349,8 +349,8 @@ def main() -> None:
 
     from recsys_exp.envs.spec import env_spec
     from recsys_exp.envs.rllib import register_envs
-    from recsys_exp.offline.dataset import flatten_observations
-    from recsys_exp.offline.policy import ModulePolicy, build_module
+    from recsys_exp.envs.layout import flatten_observations
+    from recsys_exp.runner.policy import Policy
     from recsys_exp.serve.requests import ObservationSpec, parse_recommend
 
     torch.set_num_threads(1)
@@ -393,7 +393,7 @@ def main() -> None:
 
         # (3) in-process baseline first, before Serve's processes exist.
         print("in-process baseline ...", flush=True)
-        policy = ModulePolicy(build_module(c, checkpoint), n, k)
+        policy = Policy.from_checkpoint(c, checkpoint)
         expected = policy.greedy(flat)
         for i in range(50):
             policy.greedy(flat[i:i + 1])

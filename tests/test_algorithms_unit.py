@@ -30,8 +30,8 @@ from recsys_exp.algorithms.linear_bandit import LinearBanditModule, candidate_fe
 from recsys_exp.algorithms.random_slates import RandomSlateModule
 from recsys_exp.envs.layout import slate_layout
 from recsys_exp.algorithms.slateq.module import SlateQModule
+from recsys_exp.algorithms.slates import all_ordered_slates as all_slates
 from recsys_exp.algorithms.slateq.slate_value import (
-    all_slates,
     choice_probabilities,
     optimize_slate,
     slate_values,

@@ -33,7 +33,8 @@ from recsys_exp.algorithms.cql import (
     slate_cql_terms,
 )
 from recsys_exp.envs.layout import slate_layout
-from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, all_slates, slate_values
+from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, slate_values
+from recsys_exp.algorithms.slates import all_ordered_slates as all_slates
 from recsys_exp.algorithms.slateq.slateq import SlateQ, SlateQConfig
 from recsys_exp.envs import make_vector_env
 

@@ -27,8 +27,8 @@ from recsys_exp.errors import ConfigError
 from recsys_exp.offline.dataset import LoggedData
 from recsys_exp.offline.evaluation import ope_inputs, simulated_value
 from recsys_exp.offline.ope import OPEError, estimate
-from recsys_exp.offline.policy import ModulePolicy, build_module
 from recsys_exp.offline.recorder import record, rollout
+from recsys_exp.runner.policy import Policy, build_module
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEDY_EPS = ("algo=greedy", "exploration=epsilon_greedy", "exploration.initial_epsilon=0.5",
@@ -38,8 +38,8 @@ GOOD = ("algo=greedy", "algo.training.score=feature")  # most clickbait first: �
 BAD = (*GOOD, "algo.training.descending=false")  # least clickbait first: ≈ 395 (random ≈ 477)
 
 
-def policy_of(c: dict) -> ModulePolicy:
-    return ModulePolicy(build_module(c), c["env"]["num_candidates"], c["env"]["slate_size"])
+def policy_of(c: dict) -> Policy:
+    return Policy.from_checkpoint(c, None)
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,13 @@ They also emit ``Columns.ACTION_LOGP``, the log-probability of the emitted slate
 behaviour policy where it has one (NaN where it has none, e.g. Thompson sampling), and
 ``SLOT_LOGP`` (B, K), the log marginal probability that slot k shows the item it shows, so
 logged data can be used for off-policy evaluation (whole-slate and per-slot estimators).
+
+The policy contract of every slate module (:class:`SlatePolicyModule`, torch in and out, over
+flattened observations): :meth:`~SlatePolicyModule.greedy_slate`, :meth:`~SlatePolicyModule.sample_slate`
+(with its exact log-propensity), :meth:`~SlatePolicyModule.slot_probabilities` (B, K, N) and
+:meth:`~SlatePolicyModule.slate_distribution` (support + probabilities, or :class:`NotEnumerable`).
+RLlib's own modules get the same contract from :mod:`recsys_exp.algorithms.policy_adapters`.
+The slate helpers themselves live in :mod:`recsys_exp.algorithms.slates`.
 """
 
 from __future__ import annotations
@@ -26,36 +33,22 @@ from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS
 from ray.rllib.utils.schedules.scheduler import Scheduler
 
+from recsys_exp.algorithms.slates import (  # noqa: F401  (re-exported: the slate helpers of every module)
+    MAX_SUPPORT,
+    NotEnumerable,
+    all_ordered_slates,
+    decode_flat_slate,
+    encode_flat_slate,
+    epsilon_mixed_support,
+    epsilon_mixture,
+    num_ordered_slates,
+    random_slate,
+    slot_matrix,
+    top_k_slate,
+)
+
 
 SLOT_LOGP = "slot_logp"  # extra model output: (B, K) log P(slot k shows slate[k] | s)
-
-
-def num_ordered_slates(num_candidates: int, slate_size: int) -> int:
-    """N! / (N-K)!: the number of ordered slates of K distinct candidates."""
-    return math.perm(num_candidates, slate_size)
-
-
-def top_k_slate(scores: torch.Tensor, slate_size: int) -> torch.Tensor:
-    """The K highest-scoring candidates, best first: (B, N) -> (B, K) long."""
-    return scores.topk(slate_size, dim=-1).indices
-
-
-def random_slate(batch_size: int, num_candidates: int, slate_size: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniformly random ordered slates of K distinct candidates: (B, K) long."""
-    return top_k_slate(torch.rand(batch_size, num_candidates, generator=generator), slate_size)
-
-
-def encode_flat_slate(slate: torch.Tensor, num_candidates: int) -> torch.Tensor:
-    """(B, K) slates -> (B,) indices of Discrete(N**K), little-endian (slot 0 is the lowest digit)."""
-    weights = num_candidates ** torch.arange(slate.shape[-1], device=slate.device)
-    return (slate * weights).sum(-1)
-
-
-def decode_flat_slate(action: torch.Tensor, num_candidates: int, slate_size: int) -> torch.Tensor:
-    """Inverse of :func:`encode_flat_slate`: (B,) -> (B, K)."""
-    weights = num_candidates ** torch.arange(slate_size, device=action.device)
-    return (action[:, None] // weights) % num_candidates
 
 
 class SlatePolicyModule(TorchRLModule):
@@ -63,9 +56,10 @@ class SlatePolicyModule(TorchRLModule):
 
     Reads the flattened slate observation through ``model_config["slate_layout"]``
     (:func:`recsys_exp.envs.layout.slate_layout`). Subclasses implement
-    :meth:`greedy_slate` (used at evaluation) and may override :meth:`explore_slate`; the base
-    adds epsilon-greedy (uniform random slates with probability ε, schedule
-    ``model_config["epsilon"]`` over env steps) and the slate's behaviour log-probability.
+    :meth:`greedy_slate` (used at evaluation) and may override :meth:`explore_slate`,
+    :meth:`slot_logp` and :meth:`base_distribution`; the base adds epsilon-greedy (uniform random
+    slates with probability ε, schedule ``model_config["epsilon"]`` over env steps), the slate's
+    behaviour log-probability and the rest of the policy contract (module docstring).
     """
 
     def setup(self):
@@ -100,22 +94,82 @@ class SlatePolicyModule(TorchRLModule):
             return decode_flat_slate(actions, self.num_candidates, self.slate_size)
         return actions
 
-    # --- choosing slates -------------------------------------------------------------------
+    # --- the policy contract (flattened observations (B, obs_dim) in, torch out) ----------------
     def greedy_slate(self, obs: torch.Tensor) -> torch.Tensor:
         """The policy's best slate (B, K); used at evaluation and as the exploit branch."""
         raise NotImplementedError
 
     def explore_slate(self, obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(slate, log-probability or None if it is the greedy slate) while training."""
+        """Hook: the exploring choice before ε-mixing, (slate (B, K), log-probability (B,) or None
+        when it is deterministic; NaN where it has no closed form)."""
         return self.greedy_slate(obs), None
 
     def slot_logp(self, slate: torch.Tensor, logp: torch.Tensor | None) -> torch.Tensor:
-        """(B, K) log P(slot k shows slate[k]) of the policy's own choice (before ε-mixing):
+        """Hook: (B, K) log P(slot k shows slate[k]) of the policy's own choice (before ε-mixing):
         0 for a deterministic choice (``logp`` None), NaN when unknown; subclasses refine it."""
         if logp is None:
             return torch.zeros(slate.shape, dtype=torch.float32)
         return torch.full(slate.shape, float("nan"))
 
+    def current_epsilon(self, t: int) -> float:
+        """ε of the exploration schedule at env step ``t`` (0 without a schedule)."""
+        if self.epsilon_schedule is None:
+            return 0.0
+        self.epsilon_schedule.update(t)
+        return float(self.epsilon_schedule.get_current_value())
+
+    def sample_slate(self, obs: torch.Tensor, t: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """An exploring slate at env step ``t``, ε-mixing included: (slate (B, K), log P(slate) (B,),
+        log P(slot k shows slate[k]) (B, K)), exact; NaN where the policy has no closed form."""
+        slate, logp = self.explore_slate(obs, t)
+        slot_logp = self.slot_logp(slate, logp)
+        if logp is None:
+            logp = torch.zeros(slate.shape[0])
+        epsilon = self.current_epsilon(t)
+        if epsilon > 0.0:
+            slate, logp, slot_logp = self._epsilon_mix(slate, logp, slot_logp, epsilon)
+        return slate, logp, slot_logp
+
+    def base_distribution(self, obs: torch.Tensor, t: int = 0,
+                          explore: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's own slate distribution before ε-mixing, ``(support (B, M, K), probs (B, M))``:
+        the greedy slate (``explore=False``) or the exploring choice with probability 1 (M = 1).
+        Raises :class:`NotEnumerable` for a stochastic choice; subclasses with one override this."""
+        if not explore:
+            slate = self.greedy_slate(obs)
+        else:
+            slate, logp = self.explore_slate(obs, t)
+            if logp is not None:
+                raise NotEnumerable(f"{type(self).__name__} explores stochastically without enumerable "
+                                    f"probabilities")
+        return slate[:, None, :], torch.ones(slate.shape[0], 1, dtype=torch.float64)
+
+    def slate_distribution(self, obs: torch.Tensor, t: int = 0,
+                           explore: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The full slate distribution at env step ``t``: ``(support (B, M, K), probs (B, M))`` float64.
+        ``explore=False``: the inference policy; ``explore=True``: the exploring one with ε-mixing over
+        all ordered slates (M ≤ 1 + MAX_SUPPORT). A slate may be listed twice (probabilities add).
+        Raises :class:`NotEnumerable` where it has no closed form or too many slates."""
+        support, probs = self.base_distribution(obs, t, explore)
+        epsilon = self.current_epsilon(t) if explore else 0.0
+        if epsilon <= 0.0:
+            return support, probs.double()
+        universe = all_ordered_slates(self.num_candidates, self.slate_size, limit=MAX_SUPPORT)
+        return epsilon_mixed_support(support, probs, epsilon, universe)
+
+    def slot_probabilities(self, obs: torch.Tensor, t: int = 0, explore: bool = True) -> torch.Tensor:
+        """(B, K, N) float64: P(slot k shows candidate i) at env step ``t`` (ε-mixing included when
+        ``explore``); NaN where the policy's own distribution is not enumerable."""
+        try:
+            support, probs = self.base_distribution(obs, t, explore)
+            base = slot_matrix(support, probs.double(), self.num_candidates)
+        except NotEnumerable:
+            base = torch.full((obs.shape[0], self.slate_size, self.num_candidates), float("nan"),
+                              dtype=torch.float64)
+        epsilon = self.current_epsilon(t) if explore else 0.0
+        return epsilon_mixture(base, epsilon, 1.0 / self.num_candidates) if epsilon > 0.0 else base
+
+    # --- RLlib forward passes ---------------------------------------------------------------
     def _output(self, slate: torch.Tensor, logp: torch.Tensor, slot_logp: torch.Tensor) -> dict[str, Any]:
         actions = encode_flat_slate(slate, self.num_candidates) if self.flat_actions else slate
         return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp.float(), SLOT_LOGP: slot_logp.float()}
@@ -127,35 +181,23 @@ class SlatePolicyModule(TorchRLModule):
 
     def _forward_exploration(self, batch, t=0, **kwargs):
         with torch.no_grad():
-            obs = batch[Columns.OBS]
-            slate, logp = self.explore_slate(obs, t)
-            slot_logp = self.slot_logp(slate, logp)
-            if logp is None:
-                logp = torch.zeros(slate.shape[0])
-            if self.epsilon_schedule is not None:
-                self.epsilon_schedule.update(t)
-                epsilon = float(self.epsilon_schedule.get_current_value())
-                if epsilon > 0.0:
-                    slate, logp, slot_logp = self._epsilon_mix(slate, logp, slot_logp, epsilon)
-        return self._output(slate, logp, slot_logp)
+            return self._output(*self.sample_slate(batch[Columns.OBS], t))
 
     def _epsilon_mix(self, slate, logp, slot_logp, epsilon):
         """Replace each slate by a uniform random one with probability ε.
 
-        Returns (slate, log P(slate), log P(slot k shows slate[k])) of the mixture.
+        Returns (slate, log P(slate), log P(slot k shows slate[k])) of the mixture
+        (:func:`~recsys_exp.algorithms.slates.epsilon_mixture`).
         """
         b = slate.shape[0]
         uniform = random_slate(b, self.num_candidates, self.slate_size)
         explore = torch.rand(b) < epsilon
         mixed = torch.where(explore[:, None], uniform, slate)
-        p_uniform = math.exp(-self.log_num_slates)
-        # P(mixed) = (1-ε)·P_policy(mixed) + ε/#slates; P_policy is exp(logp) where the slate equals
-        # the policy's own choice (exact for deterministic policies), 0 elsewhere.
+        # P_policy(mixed) is exp(logp) where the slate equals the policy's own choice (exact for
+        # deterministic policies), 0 elsewhere; likewise per slot.
         same = (mixed == slate).all(-1)
-        p = epsilon * p_uniform + (1.0 - epsilon) * same.float() * logp.exp()
-        # Per slot: a uniform ordered slate shows any given item in slot k with probability 1/N.
-        same_slot = (mixed == slate).float()
-        p_slot = epsilon / self.num_candidates + (1.0 - epsilon) * same_slot * slot_logp.exp()
+        p = epsilon_mixture(same.float() * logp.exp(), epsilon, math.exp(-self.log_num_slates))
+        p_slot = epsilon_mixture((mixed == slate).float() * slot_logp.exp(), epsilon, 1.0 / self.num_candidates)
         return mixed, p.log(), p_slot.log()
 
     def _forward_train(self, batch, **kwargs):

@@ -49,9 +49,9 @@ from ray.rllib.algorithms.dqn.dqn_learner import QF_PREDS
 from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
 from ray.rllib.core.columns import Columns
 
-from recsys_exp.algorithms.common import random_slate
 from recsys_exp.algorithms.slateq.learner import SlateQLearner
-from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, all_slates, slate_values
+from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, slate_values
+from recsys_exp.algorithms.slates import all_ordered_slates, num_ordered_slates, random_slate
 from recsys_exp.algorithms.slateq.slateq import SlateQ, SlateQConfig
 
 __all__ = ["CQLDQN", "CQLDQNConfig", "CQLDQNLearner", "CQLSlateQ", "CQLSlateQConfig", "CQLSlateQLearner",
@@ -65,17 +65,6 @@ def discrete_cql_terms(q_values: torch.Tensor, actions: torch.Tensor) -> tuple[t
     """(logsumexp_a Q(s, a), Q(s, a_data)), each (B,), for Q-values (B, A) and actions (B,)."""
     q_data = q_values.gather(-1, actions.long()[..., None])[..., 0]
     return torch.logsumexp(q_values, dim=-1), q_data
-
-
-_ENUMERATIONS: dict[tuple[int, int], torch.Tensor] = {}
-
-
-def _enumeration(num_candidates: int, slate_size: int) -> torch.Tensor:
-    """All ordered slates (N!/(N−K)!, K), built once per (N, K)."""
-    key = (num_candidates, slate_size)
-    if key not in _ENUMERATIONS:
-        _ENUMERATIONS[key] = all_slates(num_candidates, slate_size)
-    return _ENUMERATIONS[key]
 
 
 def slate_cql_terms(q: torch.Tensor, q_null: torch.Tensor, logits: torch.Tensor, null_logit: torch.Tensor,
@@ -94,9 +83,9 @@ def slate_cql_terms(q: torch.Tensor, q_null: torch.Tensor, logits: torch.Tensor,
     k = data_slates.shape[-1]
     logits, null_logit, position_bias = logits.detach(), null_logit.detach(), position_bias.detach()
     q_data = slate_values(q, q_null, logits, null_logit, position_bias, data_slates.long()[:, None, :])[:, 0]
-    total = math.perm(n, k)
+    total = num_ordered_slates(n, k)
     if total <= max_exact_slates:
-        slates = _enumeration(n, k).to(q.device).expand(b, -1, -1)
+        slates = all_ordered_slates(n, k).to(q.device).expand(b, -1, -1)
         return torch.logsumexp(slate_values(q, q_null, logits, null_logit, position_bias, slates), -1), q_data
     m = num_sampled_slates
     slates = random_slate(b * m, n, k, generator=generator).to(q.device).reshape(b, m, k)

@@ -62,6 +62,9 @@ class AlgorithmPlugin:
     needs: ClassVar[EnvNeeds] = EnvNeeds()
     explorations: ClassVar[tuple[str, ...]] = ("none",)  # allowed exploration.type values, the default first
     Params: ClassVar[type | None] = None  # dataclass of this algorithm's own algo.training keys
+    # "package.module:Class" of the policy contract for this algorithm's RLModule
+    # (:mod:`recsys_exp.algorithms.policy_adapters`): how its actions and probabilities are read.
+    policy_adapter: ClassVar[str] = "recsys_exp.algorithms.policy_adapters:CategoricalPolicy"
 
     # --- typed hyperparameters -------------------------------------------------------------
     def params(self, training: Mapping[str, Any]) -> Any:
@@ -109,6 +112,7 @@ class SlateAlgorithmPlugin(AlgorithmPlugin):
     slate layout; ``exploration=epsilon_greedy`` mixes in uniform slates with the group's schedule."""
 
     needs: ClassVar[EnvNeeds] = EnvNeeds(slate=True)
+    policy_adapter: ClassVar[str] = "recsys_exp.algorithms.policy_adapters:SlateModulePolicy"
 
     def model_config(self, c: Mapping[str, Any], spec: "EnvSpec") -> dict[str, Any]:
         """Network sizes, the observation layout and epsilon of the slate modules."""

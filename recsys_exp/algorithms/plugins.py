@@ -175,6 +175,7 @@ class DQN(AlgorithmPlugin):
 
     config_class = "ray.rllib.algorithms.dqn:DQNConfig"
     needs = EnvNeeds(discrete_actions=True)
+    policy_adapter = "recsys_exp.algorithms.policy_adapters:EpsilonGreedyQPolicy"
     explorations = ("epsilon_greedy", "none")
 
     def exploration_settings(self, exploration: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from recsys_exp.algorithms.common import NoGradientLearner, SampleOnly, SlatePolicyModule, random_slate
+from recsys_exp.algorithms.common import NoGradientLearner, SampleOnly, SlatePolicyModule
+from recsys_exp.algorithms.slates import MAX_SUPPORT, all_ordered_slates, random_slate
 
 
 class RandomSlateModule(SlatePolicyModule):
@@ -30,6 +31,17 @@ class RandomSlateModule(SlatePolicyModule):
 
     def slot_logp(self, slate, logp):
         return torch.full(slate.shape, -math.log(self.num_candidates))
+
+    def base_distribution(self, obs, t=0, explore=True):
+        """Uniform over all ordered slates, also at inference (:class:`NotEnumerable` past MAX_SUPPORT)."""
+        universe = all_ordered_slates(self.num_candidates, self.slate_size, limit=MAX_SUPPORT)
+        b, u = obs.shape[0], universe.shape[0]
+        return universe[None].expand(b, u, self.slate_size), torch.full((b, u), 1.0 / u, dtype=torch.float64)
+
+    def slot_probabilities(self, obs, t=0, explore=True):
+        """1/N everywhere (a uniform ordered slate shows any candidate in any slot with probability 1/N)."""
+        return torch.full((obs.shape[0], self.slate_size, self.num_candidates), 1.0 / self.num_candidates,
+                          dtype=torch.float64)
 
 
 class RandomSlateConfig(AlgorithmConfig):

@@ -55,7 +55,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from recsys_exp.algorithms.bandit_arms import ARMS, arm_spec
-from recsys_exp.algorithms.common import SlatePolicyModule, random_slate
+from recsys_exp.algorithms.common import SlatePolicyModule
+from recsys_exp.algorithms.slates import (MAX_SUPPORT, all_ordered_slates, epsilon_mixture, random_slate)
 from recsys_exp.algorithms.linear_bandit import LinearBandit, LinearBanditLearner
 
 
@@ -68,20 +69,35 @@ def rank_candidates(score: torch.Tensor, tie: torch.Tensor, generator: torch.Gen
     return order
 
 
+def _blocks(score: torch.Tensor, tie: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_g, s_g) of every candidate (B, N) float64: the size of its group of equal (score, tie)
+    and the number of candidates ranked strictly ahead of it."""
+    equal = (score[:, :, None] == score[:, None, :]) & (tie[:, :, None] == tie[:, None, :])
+    ahead = (score[:, None, :] > score[:, :, None]) | ((score[:, None, :] == score[:, :, None])
+                                                      & (tie[:, None, :] > tie[:, :, None]))
+    return equal.sum(-1).double(), ahead.sum(-1).double()
+
+
 def ranking_probabilities(score: torch.Tensor, tie: torch.Tensor,
                           slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact ``(log P(slate) (B,), P(slot k shows slate[k]) (B, K))`` of "top-K of
     :func:`rank_candidates`" for any slates of distinct candidates (see the module docstring)."""
-    equal = (score[:, :, None] == score[:, None, :]) & (tie[:, :, None] == tie[:, None, :])
-    ahead = (score[:, None, :] > score[:, :, None]) | ((score[:, None, :] == score[:, :, None])
-                                                      & (tie[:, None, :] > tie[:, :, None]))
-    size = equal.sum(-1).gather(1, slate).double()  # n_g of each slot's item
-    start = ahead.sum(-1).gather(1, slate).double()  # s_g: candidates ranked strictly ahead of it
+    sizes, starts = _blocks(score, tie)
+    size, start = sizes.gather(1, slate), starts.gather(1, slate)  # n_g and s_g of each slot's item
     k = torch.arange(slate.shape[1], dtype=torch.float64)
     inside = (start <= k) & (k < start + size)
     slot_p = torch.where(inside, 1.0 / size, torch.zeros_like(size))
     step_p = torch.where(inside, 1.0 / (size - (k - start)).clamp_min(1.0), torch.zeros_like(size))
     return step_p.log().sum(-1), slot_p
+
+
+def ranking_slot_matrix(score: torch.Tensor, tie: torch.Tensor, slate_size: int) -> torch.Tensor:
+    """(B, K, N) float64: P(slot k shows candidate j) under "top-K of :func:`rank_candidates`",
+    1/n_g when k lies in j's block [s_g, s_g + n_g), else 0."""
+    size, start = _blocks(score, tie)
+    k = torch.arange(slate_size, dtype=torch.float64)[None, :, None]
+    inside = (start[:, None, :] <= k) & (k < (start + size)[:, None, :])
+    return torch.where(inside, 1.0 / size[:, None, :], torch.zeros(()).double())
 
 
 # --- the policy --------------------------------------------------------------------------------
@@ -132,9 +148,8 @@ class StatelessBanditModule(SlatePolicyModule):
             slate = torch.where((torch.rand(obs.shape[0]) < epsilon)[:, None], uniform, slate)
         logp, slot_p = ranking_probabilities(score, tie, slate)
         if epsilon > 0.0:
-            p = epsilon * math.exp(-self.log_num_slates) + (1.0 - epsilon) * logp.exp()
-            slot = epsilon / self.num_candidates + (1.0 - epsilon) * slot_p
-            return slate, p.log(), slot.log()
+            p = epsilon_mixture(logp.exp(), epsilon, math.exp(-self.log_num_slates))
+            return slate, p.log(), epsilon_mixture(slot_p, epsilon, 1.0 / self.num_candidates).log()
         return slate, logp, slot_p.log()
 
     def greedy_slate(self, obs):
@@ -145,19 +160,36 @@ class StatelessBanditModule(SlatePolicyModule):
         slate, logp, _ = self._act(obs, explore=True)
         return slate, (None if bool((logp == 0).all()) else logp)
 
-    def current_epsilon(self, t: int) -> float:
-        if self.epsilon_schedule is None:
-            return 0.0
-        self.epsilon_schedule.update(t)
-        return float(self.epsilon_schedule.get_current_value())
+    # --- the policy contract: exact, ties included --------------------------------------------
+    def sample_slate(self, obs, t=0):
+        return self._act(obs, explore=True, epsilon=self.current_epsilon(t))
+
+    def base_distribution(self, obs, t=0, explore=True):
+        """The ranking's own distribution (random tie-breaks): the top-K slate alone when nothing
+        ties, else every ordered slate with its exact probability (:class:`NotEnumerable` past
+        ``MAX_SUPPORT`` slates)."""
+        score, tie = self.candidate_keys(obs, explore)
+        slate = rank_candidates(score, tie)[:, :self.slate_size]
+        logp, _ = ranking_probabilities(score, tie, slate)
+        b = obs.shape[0]
+        if bool((logp == 0).all()):
+            return slate[:, None, :], torch.ones(b, 1, dtype=torch.float64)
+        universe = all_ordered_slates(self.num_candidates, self.slate_size, limit=MAX_SUPPORT)
+        u = universe.shape[0]
+        slates = universe[None].expand(b, u, self.slate_size)
+        logp, _ = ranking_probabilities(score.repeat_interleave(u, 0), tie.repeat_interleave(u, 0),
+                                        slates.reshape(-1, self.slate_size))
+        return slates, logp.exp().reshape(b, u)
+
+    def slot_probabilities(self, obs, t=0, explore=True):
+        score, tie = self.candidate_keys(obs, explore)
+        base = ranking_slot_matrix(score, tie, self.slate_size)
+        epsilon = self.current_epsilon(t) if explore else 0.0
+        return epsilon_mixture(base, epsilon, 1.0 / self.num_candidates) if epsilon > 0.0 else base
 
     def _forward_inference(self, batch, **kwargs):
         with torch.no_grad():
             return self._output(*self._act(batch[Columns.OBS], explore=False))
-
-    def _forward_exploration(self, batch, t=0, **kwargs):
-        with torch.no_grad():
-            return self._output(*self._act(batch[Columns.OBS], explore=True, epsilon=self.current_epsilon(t)))
 
     @torch.no_grad()
     def absorb(self, arms: torch.Tensor, clicks: torch.Tensor) -> None:

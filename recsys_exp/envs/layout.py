@@ -69,3 +69,15 @@ def slate_layout(space: gym.spaces.Dict) -> dict[str, Any]:
         offset += _flat_size(sub)
     layout["obs_dim"] = offset
     return layout
+
+
+def flatten_observations(space: gym.Space, obs: Any) -> np.ndarray:
+    """A batch of observations (leading batch axis on every leaf) -> (B, flat_dim) float32, exactly
+    like RLlib's ``FlattenObservations`` connector: its own ``flatten_inputs_to_1d_tensor`` over the
+    space's structure (Dict keys sorted, Boxes flattened row-major, Discrete / MultiDiscrete leaves
+    one-hot). Works for Dict slate observations and for plain Box / Discrete gym observations."""
+    from ray.rllib.utils.numpy import flatten_inputs_to_1d_tensor
+    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
+
+    flat = flatten_inputs_to_1d_tensor(obs, spaces_struct=get_base_struct_from_space(space), batch_axis=True)
+    return np.asarray(flat, dtype=np.float32)

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recsys_exp.envs.layout import flatten_observations
 from recsys_exp.offline.schema import REQUIRED, RESPONSE_PREFIX, data_files, read_meta, to_numpy
 
 
@@ -199,15 +200,6 @@ class LoggedData:
             next_obs[rows] = flatten_observations(space, {"user": user, "doc": docs,
                                                           "response": self._response_obs(space, rows)})
         return obs, next_obs, has_next
-
-
-def flatten_observations(space: gym.spaces.Dict, obs: dict[str, Any]) -> np.ndarray:
-    """A batch of Dict observations -> (B, obs_dim) float32, exactly like RLlib's FlattenObservations."""
-    from ray.rllib.utils.numpy import flatten_inputs_to_1d_tensor
-    from ray.rllib.utils.spaces.space_utils import get_base_struct_from_space
-
-    flat = flatten_inputs_to_1d_tensor(obs, spaces_struct=get_base_struct_from_space(space), batch_axis=True)
-    return np.asarray(flat, dtype=np.float32)
 
 
 def to_episodes(data: LoggedData, obs: np.ndarray, next_obs: np.ndarray, has_next: np.ndarray,

@@ -1,12 +1,13 @@
 """``mode=evaluate restore=<run> offline.path=<data>``: off-policy estimates of a checkpoint's value.
 
 The target policy is the restored module — greedy, as it would be served (``offline.target=greedy``),
-or with its exploration (``explore``). Its probabilities of the logged slates come from
-:class:`~recsys_exp.offline.policy.ModulePolicy`; ``dm`` and ``dr`` use a fitted Q-evaluation
+or with its exploration (``explore``). Its probabilities of the logged slates come from the
+policy contract of :class:`~recsys_exp.runner.policy.Policy`; ``dm`` and ``dr`` use a fitted Q-evaluation
 (:mod:`recsys_exp.offline.fqe`) of that policy on the same data; the estimators and their
 bootstrap intervals are :mod:`recsys_exp.offline.ope`. The estimated quantity is the expected
 (γ-discounted, γ = ``offline.gamma``) session return — the number the simulator's evaluation
-reports — so the two can be compared directly.
+reports — so the two can be compared directly. That truth (``simulated``) is measured by the same
+engine as ``mode=evaluate`` (:func:`recsys_exp.runner.simulate.simulate`).
 """
 
 from __future__ import annotations
@@ -22,26 +23,28 @@ from recsys_exp.run_dir import eval_seed
 
 
 def target_policy(c: dict[str, Any], checkpoint: str | Path):
-    """The restored module as a :class:`ModulePolicy` (exploration settings from ``c``)."""
-    from recsys_exp.offline.policy import ModulePolicy, build_module
+    """The restored module as a :class:`~recsys_exp.runner.policy.Policy` (exploration settings from ``c``)."""
+    from recsys_exp.runner.policy import Policy
 
-    return ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
+    return Policy.from_checkpoint(c, checkpoint)
 
 
 def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe_iters: int | None, seed: int):
     """Everything the estimators need from logged ``data`` and a target ``policy``; fits FQE
     (``fqe_iters`` refreshes, None = the horizon) only when ``dm`` or ``dr`` is asked for.
     Returns (OPEInputs, info dict)."""
+    from recsys_exp.algorithms.slates import NotEnumerable
     from recsys_exp.envs.layout import slate_layout
     from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
     from recsys_exp.offline.ope import OPEInputs, check_propensities
-    from recsys_exp.offline.policy import slate_probability, slot_probability
+    from recsys_exp.runner.policy import slate_probability, slot_probability
 
     obs, next_obs, has_next = data.observations(space)
     try:
         support, probs = policy.support(obs, explore)
-    except ValueError as e:
-        raise ConfigError(f"offline.target={'explore' if explore else 'greedy'}: {e}") from None
+    except NotEnumerable as e:
+        hint = "; evaluate the greedy policy (offline.target=greedy)" if explore else ""
+        raise ConfigError(f"offline.target={'explore' if explore else 'greedy'}: {e}{hint}") from None
     k = data.slate_size
     slot_reward = np.zeros((data.num_rows, k))
     clicked = np.flatnonzero(data.click >= 0)
@@ -73,18 +76,14 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
 
 def simulated_value(c: dict[str, Any], policy, explore: bool, gamma: float, episodes: int, seed: int) -> dict[str, Any]:
     """The target's true γ-discounted session return, by simulating ``episodes`` sessions in the env
-    (the ground truth the estimates are compared with)."""
-    from recsys_exp.envs.spec import env_spec
-    from recsys_exp.offline.recorder import rollout
-    from recsys_exp.runner.evaluate import mean_ci95
+    (the ground truth the estimates are compared with): :func:`recsys_exp.runner.simulate.simulate`
+    in rounds of ``eval.num_envs`` users, the exploring target at env step 0 (as its support is)."""
+    from recsys_exp.runner.simulate import simulate
+    from recsys_exp.stats import mean_ci95
 
-    env = env_spec(c).vector_env(min(c["eval"]["num_envs"], episodes), seed)
-    returns: dict[int, float] = {}
-    for rows in rollout(policy, env, episodes=episodes, explore=explore, seed=seed):
-        for ep, t, r in zip(rows["episode_id"], rows["step"], rows["reward"]):
-            returns[int(ep)] = returns.get(int(ep), 0.0) + gamma ** int(t) * float(r)
-    mean, _, _, ci = mean_ci95(np.array(list(returns.values())))
-    return {"value": mean, "ci95": ci, "episodes": len(returns), "seed": seed}
+    result = simulate(policy, episodes, c["eval"]["num_envs"], seed, explore=explore, gamma=gamma)
+    mean, _, _, ci = mean_ci95(result.returns)
+    return {"value": mean, "ci95": ci, "episodes": int(len(result.returns)), "seed": seed}
 
 
 def fqe_iterations(data, gamma: float, requested: int | None) -> int:

@@ -41,6 +41,7 @@ class CQLDQN(AlgorithmPlugin):
 
     config_class = f"{_PKG}:LoggedCQLDQNConfig"
     needs = EnvNeeds(discrete_actions=True, logged_data=True)
+    policy_adapter = "recsys_exp.algorithms.policy_adapters:EpsilonGreedyQPolicy"
     explorations = ("none", "epsilon_greedy")
 
     def exploration_settings(self, exploration: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """``mode=record``: run a behaviour policy in the simulator and log every step as Parquet.
 
 RLlib 2.58's recorder duplicates or drops rows depending on ``output_max_rows_per_file``
-(rllib-2.58.md §6.2), so the framework steps its native vector env itself with the policy's
-RLModule (:class:`~recsys_exp.offline.policy.ModulePolicy`) — the same observation flattening
-and action format as training — and writes complete sessions only: after ``steps`` logged rows,
+(rllib-2.58.md §6.2), so the framework steps its native vector env itself with the run's
+:class:`~recsys_exp.runner.policy.Policy` (the same observation flattening as training, exact
+propensities from the policy contract) and writes complete sessions only: after ``steps`` logged rows,
 sub-envs finish their current session and stop logging. Each part file is written atomically;
 ``manifest.json`` (written last) lists the files and row counts.
 """
@@ -17,9 +17,8 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 
+from recsys_exp.algorithms.slates import NotEnumerable
 from recsys_exp.envs.spec import env_spec
-from recsys_exp.offline.dataset import flatten_observations
-from recsys_exp.offline.policy import ModulePolicy
 from recsys_exp.offline.schema import RESPONSE_PREFIX, fixed_list, logged_schema, write_table_atomic
 
 ROWS_PER_FILE = 100_000
@@ -40,9 +39,10 @@ def response_fields(space) -> dict[str, dict[str, Any]]:
     return fields
 
 
-def rollout(policy: ModulePolicy, env, steps: int | None = None, episodes: int | None = None,
+def rollout(policy, env, steps: int | None = None, episodes: int | None = None,
             explore: bool = True, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Step ``env`` (a :class:`~recsys_exp.envs.core.SlateVectorEnv`) with ``policy``; yield the
+    """Step ``env`` (a :class:`~recsys_exp.envs.core.SlateVectorEnv`) with ``policy`` (a
+    :class:`~recsys_exp.runner.policy.Policy`; exploring at env step = rows logged so far); yield the
     logged rows of each vector step as a dict of column arrays.
 
     Stops starting sessions once ``steps`` rows are logged (or ``episodes`` sessions started);
@@ -53,7 +53,6 @@ def rollout(policy: ModulePolicy, env, steps: int | None = None, episodes: int |
     import torch
 
     torch.manual_seed(seed)  # the policies' own draws (ε, random slates, Thompson) are torch's
-    space = env.single_observation_space
     obs, _ = env.reset(seed=seed)
     b = env.num_envs
     first = b if episodes is None else min(b, episodes)
@@ -63,14 +62,18 @@ def rollout(policy: ModulePolicy, env, steps: int | None = None, episodes: int |
     resetting = np.zeros(b, dtype=bool)  # its next env.step is the autoreset
     started, rows = first, 0
     while active.any():
-        flat = flatten_observations(space, obs)
+        flat = policy.flatten(obs)
         if explore:
             act = policy.sample(flat, rows)
-        else:
+        else:  # the greedy policy's probabilities (1 for deterministic policies; NaN if not enumerable)
             slate = policy.greedy(flat)
-            act = {"slate": slate, "propensity": np.ones(b), "slot_propensity": np.ones(slate.shape)}
+            try:
+                p, slot = policy.slate_probabilities(flat, slate, explore=False)
+            except NotEnumerable:
+                p, slot = np.full(b, np.nan), np.full(slate.shape, np.nan)
+            act = {"action": slate, "propensity": p, "slot_propensity": slot}
         # The native env takes slates whatever the module's action format (flat indices are decoded).
-        next_obs, reward, terminated, truncated, _ = env.step(act["slate"])
+        next_obs, reward, terminated, truncated, _ = env.step(act["action"])
         logged = active & ~resetting
         idx = np.flatnonzero(logged)
         done = (terminated | truncated) & logged
@@ -78,7 +81,7 @@ def rollout(policy: ModulePolicy, env, steps: int | None = None, episodes: int |
             clicks = next_obs["response"]["click"][idx]
             yield {
                 "episode_id": episode[idx], "step": step[idx], "user": obs["user"][idx], "docs": obs["doc"][idx],
-                "slate": act["slate"][idx], "click": np.where(clicks.any(-1), clicks.argmax(-1), -1),
+                "slate": act["action"][idx], "click": np.where(clicks.any(-1), clicks.argmax(-1), -1),
                 "responses": {k: v[idx] for k, v in next_obs["response"].items() if k != "click"},
                 "reward": reward[idx], "terminated": terminated[idx], "truncated": truncated[idx],
                 "propensity": act["propensity"][idx], "slot_propensity": act["slot_propensity"][idx],
@@ -134,13 +137,13 @@ def behaviour_description(c: dict[str, Any], checkpoint: str | None) -> dict[str
 def record(c: dict[str, Any], out_dir: Path, checkpoint: str | None = None) -> dict[str, Any]:
     """Log ``offline.record_steps`` steps (complete sessions) of the config's behaviour policy
     into ``out_dir/part-*.parquet``; returns the summary also saved as ``out_dir/manifest.json``."""
-    from recsys_exp.offline.policy import build_module
     from recsys_exp.run_dir import atomic_write_json
+    from recsys_exp.runner.policy import Policy
 
     off = c["offline"]
     env = env_spec(c).vector_env(off["record_num_envs"], c["seed"])
     space = env.single_observation_space
-    policy = ModulePolicy(build_module(c, checkpoint), c["env"]["num_candidates"], c["env"]["slate_size"])
+    policy = Policy.from_checkpoint(c, checkpoint)
     schema = logged_schema(c["env"]["num_candidates"], c["env"]["slate_size"], space["user"].shape[0],
                            space["doc"].shape[1], response_fields(space), behaviour_description(c, checkpoint))
     out_dir = Path(out_dir)

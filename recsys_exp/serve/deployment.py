@@ -1,7 +1,7 @@
 """``mode=serve``: a trained checkpoint behind Ray Serve's HTTP proxy.
 
 One deployment, :class:`SlateRecommender`, serves any checkpoint this framework writes: it rebuilds
-the RLModule from the checkpoint and its saved config (:func:`recsys_exp.offline.policy.build_module`),
+the policy from the checkpoint and its saved config (:class:`recsys_exp.runner.policy.Policy`),
 validates every request body (:mod:`recsys_exp.serve.requests`: 4xx naming the field, never a
 crashed replica), flattens the observation exactly as in training and answers with the policy's
 greedy slate. Requests are batched across clients by ``@serve.batch`` (``serve.max_batch_size``,
@@ -51,7 +51,7 @@ class SlateRecommender:
         import torch
 
         from recsys_exp.envs.spec import env_spec
-        from recsys_exp.offline.policy import ModulePolicy, build_module
+        from recsys_exp.runner.policy import Policy
         from recsys_exp.serve.requests import ObservationSpec
         from recsys_exp.serve.selector import ModelSelector
 
@@ -63,7 +63,7 @@ class SlateRecommender:
         self.spec = ObservationSpec.from_space(self.space, max_body_bytes=s["max_body_bytes"],
                                                max_batch=s["max_request_batch"])
         self.names = [name for name, _, _ in models]
-        self.policies = [ModulePolicy(build_module(cfg, ckpt), n, k) for _, cfg, ckpt in models]
+        self.policies = [Policy.from_checkpoint(cfg, ckpt) for _, cfg, ckpt in models]
         self.model_info = [{"model": name, "algorithm": cfg["algo"]["name"], "checkpoint": str(ckpt)}
                            for name, cfg, ckpt in models]
         self.info_body = {
@@ -119,7 +119,6 @@ class SlateRecommender:
         """Validate a recommendation request and answer it with the chosen model's greedy slate(s)."""
         from starlette.responses import JSONResponse
 
-        from recsys_exp.offline.dataset import flatten_observations
         from recsys_exp.serve.requests import RequestError, parse_recommend
 
         try:
@@ -127,7 +126,7 @@ class SlateRecommender:
         except RequestError as e:
             return JSONResponse({"error": e.message}, status_code=e.status)
         arm = self.selector.choose() if self.selector else 0
-        slates, scores = await self.recommend((arm, flatten_observations(self.space, obs)))
+        slates, scores = await self.recommend((arm, self.policies[arm].flatten(obs)))
         answers = []
         for slate, score in zip(slates, scores):
             request_id = uuid.uuid4().hex

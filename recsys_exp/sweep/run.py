@@ -259,7 +259,7 @@ def write_outputs(c: dict[str, Any], run_dir: Path, trials: list[dict[str, Any]]
 def _t_interval(values: list[float]) -> list[float] | None:
     if len(values) < 2:
         return None
-    from recsys_exp.runner.evaluate import mean_ci95
+    from recsys_exp.stats import mean_ci95
 
     return mean_ci95(values)[3]
 

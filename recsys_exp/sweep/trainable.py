@@ -14,7 +14,6 @@ with its resolved ``config.yaml``, so ``restore=<sweep dir>/best_checkpoint/seed
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +102,16 @@ class SeedAveragedTrainable(tune.Trainable):
                 or (stop["iterations"] is not None and self.iteration + 1 >= stop["iterations"]))
 
     def _evaluate(self) -> dict[str, Any]:
-        """Greedy evaluation of every seed (``eval.*``), through a temporary checkpoint."""
-        from recsys_exp.runner.evaluate import evaluate_checkpoint
+        """Greedy evaluation of every seed (``eval.*``) on the in-memory modules, in the one
+        simulation engine (:func:`recsys_exp.runner.evaluate.evaluate_policy`)."""
         from recsys_exp.run_dir import eval_seed
+        from recsys_exp.runner.evaluate import evaluate_policy
+        from recsys_exp.runner.policy import Policy
 
         per_seed = {}
         for s, c, algo in zip(self.seeds, self.configs, self.algos):
-            with tempfile.TemporaryDirectory() as tmp:
-                algo.save_to_path(tmp)
-                ev = evaluate_checkpoint(c, Path(tmp), c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(s))
+            policy = Policy.from_module(_live_module(algo), c)
+            ev = evaluate_policy(policy, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(s))
             per_seed[str(s)] = ev["episode_return_mean"]
         return {RETURN_KEY: float(np.mean(list(per_seed.values()))), "per_seed": per_seed}
 
@@ -142,6 +142,14 @@ class SeedAveragedTrainable(tune.Trainable):
     def cleanup(self) -> None:
         for algo in self.algos:
             algo.stop()
+
+
+def _live_module(algo):
+    """The Algorithm's current RLModule, its (first) Learner's: the freshest weights, and present for
+    offline algorithms too (which have no training EnvRunners, so ``algo.get_module()`` fails)."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    return [r.get() for r in algo.learner_group.foreach_learner(lambda learner: learner.module[DEFAULT_MODULE_ID])][0]
 
 
 def _seed_row(result: dict[str, Any]) -> dict[str, Any]:

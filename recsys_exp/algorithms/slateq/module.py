@@ -23,7 +23,8 @@ from ray.rllib.core.rl_module.apis import QNetAPI, TargetNetworkAPI
 from torch import nn
 
 from recsys_exp.algorithms.common import SlatePolicyModule
-from recsys_exp.algorithms.slateq.slate_value import all_slates, optimize_slate, resolve_optimizer
+from recsys_exp.algorithms.slateq.slate_value import optimize_slate, resolve_optimizer
+from recsys_exp.algorithms.slates import all_ordered_slates
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "swish": nn.SiLU, "silu": nn.SiLU, "elu": nn.ELU,
                "linear": nn.Identity}
@@ -78,7 +79,7 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         self.choice = ChoiceModel(u, d, self.slate_size, mc.get("embedding_size"))
         self.slate_optimizer = resolve_optimizer(mc["slate_optimizer"], self.num_candidates, self.slate_size)
         # The enumeration for the exact optimiser, built once (a buffer would be checkpointed).
-        self._enumeration = all_slates(self.num_candidates, self.slate_size) \
+        self._enumeration = all_ordered_slates(self.num_candidates, self.slate_size) \
             if self.slate_optimizer == "exact" else None
 
     # --- networks ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ slates (B, S, K) long (S candidate slates per user). Optimisers return (B, K) sl
 order) and their values (B,):
 
 * ``auto``: ``exact`` for small slate spaces, ``greedy`` otherwise (:func:`resolve_optimizer`);
-* ``exact``: enumerate all N!/(N-K)! ordered slates (the paper's LP-exact optimum, by brute force);
+* ``exact``: enumerate all N!/(N-K)! ordered slates (:func:`~recsys_exp.algorithms.slates.all_ordered_slates`) (the paper's LP-exact optimum, by brute force);
 * ``top_k``: the K items with the largest exp(ℓ)·Q̄, best in the position with the largest β (paper's TS);
 * ``greedy``: fill positions (largest β first) one at a time with the item that maximises the
   partial slate's value (paper's GS).
@@ -23,10 +23,11 @@ order) and their values (B,):
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
+
+from recsys_exp.algorithms.slates import all_ordered_slates, num_ordered_slates
 
 OPTIMIZERS = ("auto", "exact", "top_k", "greedy")
 MAX_EXACT_SLATES = 20_000
@@ -38,12 +39,7 @@ def resolve_optimizer(method: str, num_candidates: int, slate_size: int) -> str:
     """``auto`` -> ``exact`` when N!/(N-K)! <= AUTO_EXACT_SLATES, else ``greedy``; others unchanged."""
     if method != "auto":
         return method
-    return "exact" if math.perm(num_candidates, slate_size) <= AUTO_EXACT_SLATES else "greedy"
-
-
-def all_slates(num_candidates: int, slate_size: int) -> torch.Tensor:
-    """Every ordered slate of K distinct candidates: (N!/(N-K)!, K) long."""
-    return torch.tensor(list(itertools.permutations(range(num_candidates), slate_size)), dtype=torch.long)
+    return "exact" if num_ordered_slates(num_candidates, slate_size) <= AUTO_EXACT_SLATES else "greedy"
 
 
 def choice_probabilities(logits: torch.Tensor, null_logit: torch.Tensor, position_bias: torch.Tensor,
@@ -73,7 +69,7 @@ def optimize_slate(method: str, q: torch.Tensor, q_null: torch.Tensor, logits: t
     """The slate chosen by ``method`` (exact | top_k | greedy) and its value: ((B, K), (B,))."""
     b, n = q.shape
     if method == "exact":
-        slates = all_slates(n, slate_size) if enumeration is None else enumeration
+        slates = all_ordered_slates(n, slate_size) if enumeration is None else enumeration
         values = slate_values(q, q_null, logits, null_logit, position_bias, slates.expand(b, -1, -1))
         best = values.argmax(-1)
         return slates[best], values.gather(1, best[:, None])[:, 0]

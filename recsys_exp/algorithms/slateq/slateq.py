@@ -9,7 +9,6 @@ top_k | greedy, :mod:`.slate_value`) and ``choice_lr``.
 
 from __future__ import annotations
 
-import math
 
 from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.algorithms.dqn import DQN, DQNConfig
@@ -18,6 +17,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from recsys_exp.algorithms.slateq.learner import SlateQLearner
 from recsys_exp.algorithms.slateq.module import SlateQModule
 from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, OPTIMIZERS
+from recsys_exp.algorithms.slates import num_ordered_slates
 
 
 class SlateQConfig(DQNConfig):
@@ -59,8 +59,8 @@ class SlateQConfig(DQNConfig):
         layout = self.model_config.get("slate_layout")
         if self.slate_optimizer == "exact" and layout:
             n, k = layout["doc"][1], layout["click"][1]
-            if math.perm(n, k) > MAX_EXACT_SLATES:
-                self._value_error(f"slate_optimizer=exact enumerates {math.perm(n, k)} slates for N={n}, K={k} "
+            if num_ordered_slates(n, k) > MAX_EXACT_SLATES:
+                self._value_error(f"slate_optimizer=exact enumerates {num_ordered_slates(n, k)} slates for N={n}, K={k} "
                                   f"(limit {MAX_EXACT_SLATES}); use greedy or top_k")
 
     def get_default_rl_module_spec(self):
