@@ -187,26 +187,64 @@ def test_custom_vector_env_matches_the_mean_of_a_hand_computable_case():
 # ---------------------------------------------------------------------------------------
 # training on RLlib: the e-commerce preset trains a few iterations and evaluates
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("algo", [
-    ("algo=lin_ucb", "algo.training.train_batch_size_per_learner=128", "algo.env_runners.num_envs_per_env_runner=8"),
-    ("algo=slateq", "algo.training.num_steps_sampled_before_learning_starts=64",
-     "algo.training.train_batch_size_per_learner=32", "algo.env_runners.num_envs_per_env_runner=8"),
-], ids=["lin_ucb", "slateq"])
-def test_ecommerce_preset_trains_and_evaluates(algo, ray_session, tmp_path):
+ECOM_TRAIN = ("+experiment=ecommerce_tutorial", "model.hidden_sizes=[16]")
+EVAL_EPISODES, EVAL_ENVS, EVAL_SEED = 64, 32, 1
+
+
+def module_weights(checkpoint) -> dict:
+    import pickle
+    from pathlib import Path
+
+    path = Path(checkpoint) / "learner_group" / "learner" / "rl_module" / "default_policy" / "module_state.pkl"
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def train_and_evaluate(c: dict, iterations: int, tmp_path):
+    """(evaluation of the trained policy, its checkpoint, a checkpoint from before training)."""
     from recsys_exp.runner.build import build_algorithm_config
     from recsys_exp.runner.evaluate import evaluate_checkpoint
 
-    c = compose_config("+experiment=ecommerce_tutorial", *algo, "model.hidden_sizes=[16]")
     _, config = build_algorithm_config(c)
     trainer = config.build_algo()
     try:
-        steps = 0
-        for _ in range(3):
-            steps = trainer.train()["env_runners"]["num_env_steps_sampled_lifetime"]
-        assert steps >= 96
+        initial = trainer.save_to_path(str(tmp_path / "initial"))
+        for _ in range(iterations):
+            result = trainer.train()
         checkpoint = trainer.save_to_path(str(tmp_path / "ckpt"))
     finally:
         trainer.stop()
-    ev = evaluate_checkpoint(c, checkpoint, episodes=8, num_envs=8, seed=1)
-    # revenue per session is at most the budget (<= 300); a session sells something
-    assert ev["episodes"] == 8 and 0 < ev["episode_return_mean"] <= 300
+    assert result["env_runners"]["num_env_steps_sampled_lifetime"] >= 96
+    ev = evaluate_checkpoint(c, checkpoint, episodes=EVAL_EPISODES, num_envs=EVAL_ENVS, seed=EVAL_SEED)
+    return ev, checkpoint, initial
+
+
+@pytest.fixture(scope="module")
+def ecommerce_random(ray_session, tmp_path_factory) -> dict:
+    """The random policy's evaluation on the e-commerce preset (same episodes and seed as below)."""
+    c = compose_config(*ECOM_TRAIN, "algo=random", "algo.training.train_batch_size_per_learner=128")
+    return train_and_evaluate(c, 1, tmp_path_factory.mktemp("random"))[0]
+
+
+def test_ecommerce_lin_ucb_learns_beyond_random(ecommerce_random, tmp_path):
+    c = compose_config(*ECOM_TRAIN, "algo=lin_ucb", "algo.training.train_batch_size_per_learner=128",
+                       "algo.env_runners.num_envs_per_env_runner=8")
+    ev, _, _ = train_and_evaluate(c, 3, tmp_path)
+    assert ev["episodes"] == EVAL_EPISODES
+    # revenue per session is at most the budget (<= 300): the evaluation reads the env's reward
+    assert 0 < ev["episode_return_mean"] <= 300
+    # 384 steps of LinUCB: ~124 revenue per session against random's ~79 under this seed
+    assert ev["episode_return_mean"] > ecommerce_random["episode_return_mean"] + 20, (ev, ecommerce_random)
+
+
+def test_ecommerce_slateq_trains_and_evaluates(ecommerce_random, tmp_path):
+    """SlateQ does not beat random within a test budget here; what is checked is that the Q-network
+    was trained (its weights left their initial values) and that the evaluation runs on the preset."""
+    c = compose_config(*ECOM_TRAIN, "algo=slateq", "algo.training.num_steps_sampled_before_learning_starts=64",
+                       "algo.training.train_batch_size_per_learner=32", "algo.env_runners.num_envs_per_env_runner=8")
+    ev, checkpoint, initial = train_and_evaluate(c, 3, tmp_path)
+    weights, initial = module_weights(checkpoint), module_weights(initial)
+    assert ev["episodes"] == EVAL_EPISODES and 0 < ev["episode_return_mean"] <= 300
+    assert weights.keys() == initial.keys()
+    moved = [k for k in initial if hasattr(initial[k], "shape") and not (weights[k] == initial[k]).all()]
+    assert moved, "no weight of the Q-network changed in training"
