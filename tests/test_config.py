@@ -1,9 +1,9 @@
 """Config tests: every group option and preset composes and validates; bad configs stop before Ray.
 
 Spec: recsys_exp/config/{schema,validate,compose}.py, /work/shared/reference/hydra-tune-wandb.md §3–4.
-Fast (< 40 s) and Ray-free: configs are composed in process with Hydra's compose API; the error
-table runs the real CLI (``python -m recsys_exp``) in subprocesses, which must fail before any
-Ray start. Group options and presets are discovered from conf/, so new YAML files are tested
+Ray-free: configs are composed in process with Hydra's compose API; the error table runs the
+real CLI (``python -m recsys_exp``) in subprocesses, which must fail before any Ray start (checked
+by behaviour: the subprocess's own Ray temp dir, ``RAY_TMPDIR``, is never created). Group options and presets are discovered from conf/, so new YAML files are tested
 without editing this file.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -69,19 +68,21 @@ def validate(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict:
     return config
 
 
-def cli_env() -> dict[str, str]:
+def cli_env(ray_tmp: Path) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", WANDB_SILENT="true",
-               RAY_USAGE_STATS_ENABLED="0")
+               RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=str(ray_tmp))
     env.pop("HYDRA_FULL_ERROR", None)  # the messages asserted below are Hydra's compact ones
+    env.pop("RAY_ADDRESS", None)
     return env
 
 
-def run_cli(args: list[str], run_dir: Path, timeout: float, extra: tuple[str, ...] = ()):
-    """``python [extra] -m recsys_exp hydra.run.dir=run_dir *args``; returns (process, seconds)."""
-    start = time.monotonic()
+def run_cli(args: list[str], run_dir: Path, timeout: float = 120, extra: tuple[str, ...] = ()):
+    """``python [extra] -m recsys_exp hydra.run.dir=run_dir *args`` with its own Ray temp dir
+    (``RAY_TMPDIR=<run_dir>.ray``, which a Ray start would create); returns (process, started_ray)."""
+    ray_tmp = Path(f"{run_dir}.ray")
     proc = subprocess.run([sys.executable, *extra, "-m", "recsys_exp", f"hydra.run.dir={run_dir}", *args],
-                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
-    return proc, time.monotonic() - start
+                          cwd=REPO, env=cli_env(ray_tmp), capture_output=True, text=True, timeout=timeout)
+    return proc, ray_tmp.exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,14 +202,13 @@ CLI_ERRORS = [
 @pytest.mark.parametrize(("overrides", "fragment", "ours"),
                          [pytest.param(*case, id=" ".join(case[0])) for case in CLI_ERRORS])
 def test_cli_rejects_bad_config(overrides, fragment, ours, tmp_path):
-    rllib = any(o.startswith("+algo.training.") for o in overrides)
-    limit = 60 if rllib else 30
-    proc, seconds = run_cli(overrides, tmp_path / "run", timeout=limit + 30)
+    proc, started_ray = run_cli(overrides, tmp_path / "run")
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
-    assert seconds < limit, f"took {seconds:.1f} s: did Ray start?"
+    assert not started_ray, "Ray started before the config error"
     assert not any(text in output for text in RAY_STARTUP), output
-    assert not (tmp_path / "run" / "ray_results").exists()
+    # nothing of a run was written: no run record, no saved config, no Tune experiment
+    assert not any((tmp_path / "run" / name).exists() for name in ("run.json", "config.yaml", "ray_results"))
     assert fragment in proc.stderr, proc.stderr
     if not ours:
         assert ERROR_PREFIX not in proc.stderr
@@ -225,10 +225,10 @@ def test_cli_rejects_bad_config(overrides, fragment, ours, tmp_path):
 
 
 def test_experiment_without_plus_fails_helpfully(tmp_path):
-    proc, seconds = run_cli(["experiment=quick"], tmp_path / "run", timeout=60)
+    proc, started_ray = run_cli(["experiment=quick"], tmp_path / "run")
     assert proc.returncode != 0
     assert "+experiment=quick" in proc.stderr, proc.stderr
-    assert seconds < 30
+    assert not started_ray and not (tmp_path / "run" / "run.json").exists()
 
 
 def test_team_preset_on_searchpath(tmp_path):
@@ -245,10 +245,10 @@ def test_team_preset_on_searchpath(tmp_path):
         "algo:\n"
         "  training:\n"
         "    lr: 0.00042\n")
-    proc, seconds = run_cli([f"hydra.searchpath=[file://{team}]", "+experiment=team_x", "--cfg", "job"],
-                            tmp_path / "run", timeout=60)
+    proc, started_ray = run_cli([f"hydra.searchpath=[file://{team}]", "+experiment=team_x", "--cfg", "job"],
+                                tmp_path / "run")
     assert proc.returncode == 0, proc.stderr
-    assert seconds < 10
+    assert not started_ray
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["seed"] == 1234
     assert cfg["eval"]["episodes"] == 17
@@ -267,9 +267,9 @@ def test_team_preset_on_searchpath(tmp_path):
 
 
 def test_cfg_job_imports_neither_rllib_nor_torch(tmp_path):
-    proc, seconds = run_cli(["--cfg", "job"], tmp_path / "run", timeout=60, extra=("-X", "importtime"))
+    proc, started_ray = run_cli(["--cfg", "job"], tmp_path / "run", extra=("-X", "importtime"))
     assert proc.returncode == 0, proc.stderr
-    assert seconds < 10
+    assert not started_ray
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                if line.startswith("import time:")}
     assert "hydra" in modules and "omegaconf" in modules  # the import log was parsed

@@ -354,25 +354,29 @@ def test_cli_bad_dir_in_process(tmp_path: Path, capsys):
     assert len(err) == 1 and "f.txt: not a directory" in err[0]
 
 
-# ---- a real tiny multirun ----------------------------------------------------------------------
+# ---- real runs ---------------------------------------------------------------------------------
 
-def test_real_tiny_multirun(tmp_path: Path):
-    """Four real training jobs (random and greedy x 2 seeds, 2 iterations of 200 env steps each, so
-    that episodes finish and the learning curves have points), then the report on them."""
+def test_report_on_real_runs(ray_session, tmp_path: Path):
+    """Four real training runs (random and greedy x 2 seeds, 2 iterations of 200 env steps each, so
+    that episodes finish and the learning curves have points; in process, as the jobs of a
+    multirun write them), then the report on them. The ``-m`` CLI itself is tested in
+    tests/test_runner.py::test_multirun_runs_jobs_and_survives_a_failed_one."""
+    import recsys_exp
+
     sweep = tmp_path / "mr"
-    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0", WANDB_SILENT="true")
-    env.pop("RECSYS_OUT", None)
-    env.pop("WANDB_MODE", None)
     # interest_evolution: greedy's default score (user-doc affinity) needs user features, which
     # interest_exploration has none of (greedy would fail its config check there).
-    proc = subprocess.run([sys.executable, "-m", "recsys_exp", "-m", "algo=random,greedy", "seed=0,1",
-                           "env=interest_evolution", "stop.timesteps=400", "algo.training.train_batch_size_per_learner=200",
-                           "algo.env_runners.num_envs_per_env_runner=4", "eval.episodes=5", "eval.num_envs=5",
-                           "logger.mode=disabled", "progress=false", f"hydra.sweep.dir={sweep}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = run_report_cli(str(sweep))
-    assert out.returncode == 0, out.stderr[-3000:]
+    num = 0
+    for algo in ("random", "greedy"):
+        for seed in (0, 1):
+            result = recsys_exp.run([f"algo={algo}", f"seed={seed}", "env=interest_evolution", "stop.timesteps=400",
+                                     "algo.training.train_batch_size_per_learner=200",
+                                     "algo.env_runners.num_envs_per_env_runner=4", "eval.episodes=5",
+                                     "eval.num_envs=5", "logger.mode=disabled", "progress=false"],
+                                    run_dir=sweep / f"{num}_algo={algo},seed={seed}")
+            assert result.status == "completed"
+            num += 1
+    assert report_main([str(sweep)]) == 0
     md = (sweep / "report.md").read_text()
     assert "4 runs found: 4 completed, 0 failed, 0 missing or incomplete." in md
     assert "## interest_evolution 10-2" in md
