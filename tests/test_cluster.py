@@ -97,6 +97,7 @@ def local_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_sweep_runs_on_a_two_node_cluster(local_cluster, tmp_path: Path):
     address, temp_dir = local_cluster
     run_dir, shared = tmp_path / "sweep", tmp_path / "shared"

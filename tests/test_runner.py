@@ -1,4 +1,6 @@
-"""End-to-end runs of the real CLI (Hydra -> RLlib -> Tune -> W&B offline) with tiny budgets."""
+"""End-to-end runs with tiny budgets: the real CLI where the process is what is under test (run dir
+and W&B offline files of a CLI run, kill -9 then resume, a ``-m`` multirun that survives a failed
+job), and the in-process API (``recsys_exp.run`` on the session's Ray) for everything else."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+import recsys_exp
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["+experiment=quick", "algo=ppo", "algo.training.train_batch_size_per_learner=500",
@@ -40,14 +44,22 @@ def module_state(checkpoint: Path) -> dict:
         return pickle.load(f)
 
 
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    links = run_dir / "checkpoints"
+    return [p for p in links.iterdir() if p.name.startswith("checkpoint_")] if links.is_dir() else []
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    """A two-iteration PPO run with W&B offline."""
+    """A two-iteration PPO run of the real CLI with W&B offline (shared by every test below that
+    needs a trained run)."""
     run_dir = tmp_path_factory.mktemp("train") / "run"
     run_cli(*TINY, "stop.timesteps=1000", "logger.mode=offline", "checkpoint.frequency=1",
             f"hydra.run.dir={run_dir}")
     return run_dir
 
+
+# ---- the CLI's run dir -------------------------------------------------------------------------
 
 def test_run_dir_contents(trained_run: Path):
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
@@ -70,16 +82,17 @@ def test_run_dir_contents(trained_run: Path):
 
     summary = json.loads((trained_run / "summary.json").read_text())
     assert {"timesteps", "episode_return_mean", "eval_return_mean", "eval_ci95", "wall_s", "env_steps_per_s"} <= set(summary)
-    assert summary["timesteps"] >= 1000
+    assert summary["timesteps"] >= 1000 and summary["eval_episodes"] == 8
     low, high = summary["eval_ci95"]
     assert low <= summary["eval_return_mean"] <= high
-    # Interest Evolution returns are total watch time: ~120-180 for any policy.
-    assert 100 < summary["eval_return_mean"] < 220
+    # That eval_return_mean is the greedy return of the last checkpoint is checked against an
+    # independent evaluation in test_evaluate_restores_the_trained_policy.
 
     last = trained_run / "checkpoints" / "last"
     assert (last / "rllib_checkpoint.json").is_file()
     assert (last / "config.yaml").is_file() and (last / "run.json").is_file()
-    assert len([p for p in (trained_run / "checkpoints").iterdir() if p.name.startswith("checkpoint_")]) == 2
+    assert len(checkpoint_dirs(trained_run)) == 2
+    assert Path(summary["checkpoint"]) == last.resolve()
     assert (trained_run / "learning_curve.png").stat().st_size > 1000
 
 
@@ -89,19 +102,35 @@ def test_wandb_offline_files(trained_run: Path):
     assert any(p.suffix == ".wandb" for run in runs for p in run.iterdir())
 
 
-def test_evaluate_from_run(trained_run: Path, tmp_path: Path):
-    run_cli("mode=evaluate", f"restore={trained_run}", "eval.episodes=12", f"hydra.run.dir={tmp_path}")
-    ev = json.loads((tmp_path / "evaluation.json").read_text())
+# ---- in process, on the session's Ray ------------------------------------------------------------
+
+def test_evaluate_restores_the_trained_policy(trained_run: Path, ray_session, tmp_path: Path):
+    """mode=evaluate on the run dir repeats the training run's final evaluation exactly (same
+    checkpoint, episodes and evaluation seed), and takes this command line's eval overrides."""
+    summary = json.loads((trained_run / "summary.json").read_text())
+    result = recsys_exp.run(["mode=evaluate", f"restore={trained_run}"], run_dir=tmp_path / "same")
+    assert result.status == "completed"
+    ev = json.loads((tmp_path / "same" / "evaluation.json").read_text())
+    assert ev["episodes"] == summary["eval_episodes"] == 8
+    assert ev["episode_return_mean"] == pytest.approx(summary["eval_return_mean"], rel=1e-6)
+    assert ev["ci95"] == pytest.approx(summary["eval_ci95"], rel=1e-6)
+    assert result.result == ev["episode_return_mean"]
+    assert Path(ev["checkpoint"]) == (trained_run / "checkpoints" / "last").resolve()
+
+    recsys_exp.run(["mode=evaluate", f"restore={trained_run}", "eval.episodes=12"], run_dir=tmp_path / "more")
+    ev = json.loads((tmp_path / "more" / "evaluation.json").read_text())
     assert ev["episodes"] == 12
     assert ev["ci95"][0] <= ev["episode_return_mean"] <= ev["ci95"][1]
     assert ev["episode_return_std"] > 0
-    assert Path(ev["checkpoint"]) == (trained_run / "checkpoints" / "last").resolve()
+    assert json.loads((tmp_path / "more" / "run.json").read_text())["status"] == "completed"
 
 
-def test_restore_with_override_starts_from_checkpoint_weights(trained_run: Path, tmp_path: Path):
+def test_restore_with_override_starts_from_checkpoint_weights(trained_run: Path, ray_session, tmp_path: Path):
     # lr=0: the restored run cannot move its weights, so its final checkpoint must hold exactly
     # the source's weights -- which a run from fresh initial weights would not.
-    run_cli(f"restore={trained_run}", "algo.training.lr=0.0", "stop.timesteps=500", f"hydra.run.dir={tmp_path}")
+    result = recsys_exp.run([f"restore={trained_run}", "algo.training.lr=0.0", "stop.timesteps=500",
+                             "progress=false"], run_dir=tmp_path)
+    assert result.status == "completed" and result.checkpoint == (tmp_path / "checkpoints" / "last").resolve()
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["algo"]["training"]["lr"] == 0.0
     assert config["model"]["hidden_sizes"] == [64, 64]  # the saved config is the base
@@ -113,20 +142,50 @@ def test_restore_with_override_starts_from_checkpoint_weights(trained_run: Path,
         assert (source[key] == restored[key]).all(), key
 
 
-def test_resume_after_kill(tmp_path: Path):
+# Long-Term Satisfaction, 30 steps: LinUCB learns to rank by clickbait within 3000 steps
+# (tests/test_algorithms.py); the random policy under the same env, seed and evaluation episodes
+# is the baseline a policy that learned nothing would match.
+LTS = ["env=long_term_satisfaction", "env.max_episode_steps=30", "seed=3", "eval.episodes=60", "eval.num_envs=60",
+       "logger.mode=disabled", "progress=false", "checkpoint.frequency=100"]
+
+
+def test_training_run_learns_beyond_random(ray_session, tmp_path: Path):
+    """The summary of a training run is the evaluation of a policy that learned: LinUCB's final
+    greedy return beats the random policy's on the same env, seed and evaluation episodes."""
+    learned = recsys_exp.run(["algo=lin_ucb", "stop.timesteps=3000", *LTS], run_dir=tmp_path / "lin_ucb")
+    random = recsys_exp.run(["algo=random", "stop.timesteps=100", "algo.training.train_batch_size_per_learner=100",
+                             *LTS], run_dir=tmp_path / "random")
+    assert learned.status == random.status == "completed"
+    assert learned.summary["timesteps"] >= 3000 and learned.summary["eval_episodes"] == 60
+    assert learned.result == learned.summary["eval_return_mean"]
+    margin = learned.summary["eval_return_mean"] - random.summary["eval_return_mean"]
+    assert margin > 40, (learned.summary, random.summary)
+    # and its CI clears the baseline's
+    assert learned.summary["eval_ci95"][0] > random.summary["eval_ci95"][1], (learned.summary, random.summary)
+
+
+# ---- processes: kill -9 and resume, multirun ----------------------------------------------------
+
+@pytest.mark.slow
+def test_resume_after_kill(ray_session, tmp_path: Path):
+    """A CLI run killed with SIGKILL (driver and its Ray) stays ``running``; ``resume=true``
+    (in process here) finishes the same total budget from its last checkpoint."""
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "recsys_exp", *TINY, "stop.timesteps=4000", "checkpoint.frequency=1",
-            f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL,
+    args = [sys.executable, "-m", "recsys_exp", *TINY, "stop.timesteps=3000", "checkpoint.frequency=1",
+            "progress=false", f"hydra.run.dir={run_dir}"]
+    # Tune saves its experiment state (which knows the trial's checkpoints) at most every 10 s by
+    # default: a run killed sooner after its checkpoints restarts its trial from scratch on resume.
+    # Saved after every step here, so that the kill point below is one resume can continue from.
+    env = dict(cli_env(), TUNE_GLOBAL_CHECKPOINT_S="0")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     try:
         while time.time() < deadline:
-            links = run_dir / "checkpoints"
-            if links.is_dir() and len([p for p in links.iterdir() if p.name.startswith("checkpoint_")]) >= 2:
+            if len(checkpoint_dirs(run_dir)) >= 2:
                 break
             assert proc.poll() is None, "run ended before it could be killed"
-            time.sleep(0.5)
+            time.sleep(0.2)
         else:
             pytest.fail("no checkpoints within 180 s")
     finally:
@@ -134,19 +193,29 @@ def test_resume_after_kill(tmp_path: Path):
         proc.wait()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
     assert not (run_dir / "summary.json").exists()
+    killed_at = max(int(float(line.split(",")[1])) for line in
+                    (run_dir / "metrics.csv").read_text().strip().splitlines()[1:])
+    assert killed_at < 3000
 
-    run_cli("resume=true", f"hydra.run.dir={run_dir}")
+    result = recsys_exp.run(["resume=true"], run_dir=run_dir)
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["status"] == "completed"
+    assert result.status == record["status"] == "completed"
     assert record["resumed"][0]["previous_status"] == "running"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert 4000 <= summary["timesteps"] < 4000 + 1000  # the same total budget, not a fresh one on top
+    assert 3000 <= summary["timesteps"] < 3000 + 500  # the same total budget, not a fresh one on top
+    # continued from the killed run's checkpoint: its first iterations were not trained again
+    iterations = [int(float(line.split(",")[0])) for line in
+                  (run_dir / "metrics.csv").read_text().strip().splitlines()[1:]]
+    assert iterations.count(1) == iterations.count(2) == 1, iterations
 
 
+@pytest.mark.slow
 def test_multirun_runs_jobs_and_survives_a_failed_one(tmp_path: Path):
-    # Two real jobs (PPO, DQN) plus two that fail validation (slate larger than the candidate set).
-    proc = run_cli("-m", "+experiment=quick", "eval.episodes=8", "eval.num_envs=8", "algo=ppo,dqn",
-                   "env.slate_size=2,11", "stop.timesteps=500",
+    # Jobs in order: random (slate 2), random (slate 11: fails validation, slate larger than the
+    # candidate set), greedy (slate 2) after the failure, greedy (slate 11, fails).
+    proc = run_cli("-m", "+experiment=quick", "eval.episodes=4", "eval.num_envs=4", "algo=random,greedy",
+                   "env.slate_size=2,11", "stop.timesteps=200", "algo.training.train_batch_size_per_learner=200",
+                   "algo.env_runners.num_envs_per_env_runner=4", "progress=false",
                    f"hydra.sweep.dir={tmp_path}", check=False, timeout=600)
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / ".hydra").is_dir())
     assert len(jobs) == 4, proc.stderr[-3000:]
@@ -154,4 +223,6 @@ def test_multirun_runs_jobs_and_survives_a_failed_one(tmp_path: Path):
     assert sum(done.values()) == 2, done
     for name, ok in done.items():
         assert ok == ("slate_size=2" in name), done
+    assert any(ok and "algo=greedy" in name for name, ok in done.items())  # a job after a failed one ran
     assert proc.returncode != 0  # Hydra reports the failed jobs
+    assert "slate_size (11) must be <= num_candidates (10)" in proc.stderr
