@@ -81,7 +81,7 @@ _state = {"depth": 0, "owns_ray": False}
 def execute(c: dict[str, Any], run_dir: Path, overrides: list[str] | None = None, prepared: Any = None) -> RunResult:
     """Run a validated config in ``run_dir``; always leaves run.json with a final status."""
     overrides = list(overrides or [])
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser().resolve()  # Tune's storage needs an absolute path
     run_dir.mkdir(parents=True, exist_ok=True)
     record_path = run_dir / RUN_FILE
     if c["resume"] and record_path.exists():
