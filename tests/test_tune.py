@@ -133,7 +133,6 @@ def test_command_line_search_space_composes():
     (["tune.seeds=3"], "tune.seeds=3: tune=none trains one configuration"),
     (["tune=sweep", "tune.scheduler=hyperband"], "tune.scheduler='hyperband': allowed: none, asha, pbt"),
     (["tune=sweep", "tune.search_alg=hyperopt"], "tune.search_alg='hyperopt': allowed: random, optuna"),
-    (["tune=sweep", "mode=evaluate", "restore=somewhere"], "sweeps train; mode=evaluate runs without Tune"),
     (["tune=slateq_asha", "tune.asha.reduction_factor=1"], "tune.asha.reduction_factor=1.0: must be > 1"),
 ])
 def test_bad_sweep_is_one_clear_line(overrides, message):
@@ -141,6 +140,18 @@ def test_bad_sweep_is_one_clear_line(overrides, message):
         compose_config(*overrides)
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_sweep_in_evaluate_mode_is_one_clear_line():
+    # Composing restore=<missing dir> now fails on the restore dir first; the sweep check itself is
+    # the config validation of a config that has both.
+    from recsys_exp.config.validate import check_semantics
+
+    c = compose_config("tune=sweep")
+    c["mode"], c["restore"] = "evaluate", "somewhere"
+    with pytest.raises(ConfigError) as e:
+        check_semantics(c)
+    assert "sweeps train; mode=evaluate runs without Tune" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_unknown_rllib_key_in_search_space_is_named_before_ray():
@@ -220,23 +231,27 @@ def test_pbt_perturbations_stay_inside_the_domain():
 # 4. end to end through the CLI
 
 
-def _sweep_args(run_dir: Path, *extra: str) -> list[str]:
-    # IEv with 4 users per EnvRunner: episodes (~85 steps) end within the first iteration.
-    return [sys.executable, "-m", "recsys_exp", "algo=slateq", "tune=slateq_asha", "tune.num_samples=4",
-            "tune.seeds=2", "tune.asha.grace_period=400", "stop.timesteps=1600",
-            "algo.env_runners.num_envs_per_env_runner=4", "algo.training.num_steps_sampled_before_learning_starts=100",
-            "eval.episodes=4", "eval.num_envs=4", "logger.mode=disabled", "progress=false",
-            f"hydra.run.dir={run_dir}", *extra]
+SWEEP = ["algo=slateq", "tune=slateq_asha", "tune.num_samples=4", "tune.seeds=2", "tune.asha.grace_period=400",
+         "stop.timesteps=1600", "algo.env_runners.num_envs_per_env_runner=4",
+         "algo.training.num_steps_sampled_before_learning_starts=100", "eval.episodes=4", "eval.num_envs=4",
+         "logger.mode=disabled", "progress=false"]
 
 
 @pytest.fixture(scope="module")
-def asha_sweep(tmp_path_factory) -> Path:
+def asha_sweep(ray_session, tmp_path_factory) -> Path:
+    """An ASHA sweep of 4 trials x 2 seeds, run in process on the session's Ray (the same run dir
+    as ``python -m recsys_exp`` writes). IEv with 4 users per EnvRunner: episodes (~85 steps) end
+    within the first iteration."""
+    import recsys_exp
+
     run_dir = tmp_path_factory.mktemp("sweep") / "asha"
-    proc = subprocess.run(_sweep_args(run_dir), cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = recsys_exp.run(SWEEP, run_dir=run_dir)
+    assert result.status == "completed"
+    assert result.result == json.loads((run_dir / "summary.json").read_text())["eval_return_mean"]
     return run_dir
 
 
+@pytest.mark.slow
 def test_asha_sweep_end_to_end(asha_sweep: Path):
     sweep = json.loads((asha_sweep / "sweep.json").read_text())
     trials = sweep["trials"]
@@ -264,6 +279,7 @@ def test_asha_sweep_end_to_end(asha_sweep: Path):
     assert json.loads((asha_sweep / "run.json").read_text())["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_best_checkpoint_and_config_are_reusable(asha_sweep: Path, tmp_path: Path):
     from hydra import compose, initialize_config_dir
 
@@ -300,9 +316,10 @@ def _rows_per_trial(run_dir: Path) -> dict[str, int]:
     return counts
 
 
-def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path: Path):
-    """SIGINT after the first trial finished; ``resume=true`` completes the others only.
-    Optuna's searcher state is restored with the experiment."""
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_session, tmp_path: Path):
+    """SIGINT to a CLI sweep after the first trial finished; ``resume=true`` (in process here)
+    completes the others only. Optuna's searcher state is restored with the experiment."""
     run_dir = tmp_path / "sweep"
     args = [sys.executable, "-m", "recsys_exp", "algo=lin_ucb", "env=long_term_satisfaction", "tune=sweep",
             "tune.num_samples=3", "tune.max_concurrent_trials=1", "tune.search_alg=optuna",
@@ -333,9 +350,9 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path: Pat
     first = next(iter(before))  # metrics.csv order: the trial that ran first
     assert before[first] == 3  # the first trial finished all 3 iterations before the interrupt
 
-    resumed = subprocess.run([*args, "resume=true"], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    import recsys_exp
+
+    assert recsys_exp.run([*args[3:-1], "resume=true"], run_dir=run_dir).status == "completed"
     sweep = json.loads((run_dir / "sweep.json").read_text())
     assert len(sweep["trials"]) == 3 and all(tr["status"] == "TERMINATED" for tr in sweep["trials"])
     after = _rows_per_trial(run_dir)
