@@ -12,9 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,6 @@ from recsys_exp.offline.ope import OPEError, estimate
 from recsys_exp.offline.recorder import record, rollout
 from recsys_exp.runner.policy import Policy, build_module
 
-ROOT = Path(__file__).resolve().parents[1]
 GREEDY_EPS = ("algo=greedy", "exploration=epsilon_greedy", "exploration.initial_epsilon=0.5",
               "exploration.final_epsilon=0.5")
 LTS = ("env=long_term_satisfaction", "env.max_episode_steps=30")
@@ -251,31 +247,30 @@ def test_cql_beats_bc_on_mixed_data_and_stays_finite(ray_session, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# the CLI path
+# the whole path through the Python API (the CLI's run dirs, in process on the session's Ray)
 # ---------------------------------------------------------------------------------------
-def cli(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", RECSYS_OUT=str(tmp_path / "out"))
-    return subprocess.run([sys.executable, "-m", "recsys_exp", *overrides, "logger.mode=disabled", "progress=false",
-                           f"hydra.run.dir={tmp_path / run}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+def run(tmp_path: Path, name: str, *overrides: str):
+    import recsys_exp
+
+    return recsys_exp.run([*overrides, "logger.mode=disabled", "progress=false"], run_dir=tmp_path / name)
 
 
-def test_cli_record_train_offline_evaluate_and_continue_online(tmp_path):
+def test_record_train_offline_evaluate_and_continue_online(ray_session, tmp_path, capsys):
     small = ("env.num_candidates=5", "env.max_episode_steps=10", "eval.episodes=20", "eval.num_envs=20")
-    out = cli(tmp_path, "rec", "mode=record", *GREEDY_EPS, *small, "offline.record_steps=1000",
-              "offline.record_num_envs=20")
-    assert out.returncode == 0, out.stderr[-2000:]
+    result = run(tmp_path, "rec", "mode=record", *GREEDY_EPS, *small, "offline.record_steps=1000",
+                 "offline.record_num_envs=20")
+    assert result.status == "completed"
     data = tmp_path / "rec" / "data"
-    assert "recorded" in out.stdout and LoggedData.read(data).num_rows >= 1000
+    assert "recorded" in capsys.readouterr().out and LoggedData.read(data).num_rows >= 1000
 
-    out = cli(tmp_path, "cql", "offline=cql", f"offline.path={data}", *small, "stop.timesteps=5120")
-    assert out.returncode == 0, out.stderr[-2000:]
+    result = run(tmp_path, "cql", "offline=cql", f"offline.path={data}", *small, "stop.timesteps=5120")
+    assert result.status == "completed"
     saved = (tmp_path / "cql" / "config.yaml").read_text()
     assert "name: cql" in saved and str(data) in saved
 
-    out = cli(tmp_path, "ope", "mode=evaluate", f"restore={tmp_path / 'cql'}", f"offline.path={data}",
-              "offline.bootstrap=200")
-    assert out.returncode == 0, out.stderr[-2000:]
+    result = run(tmp_path, "ope", "mode=evaluate", f"restore={tmp_path / 'cql'}", f"offline.path={data}",
+                 "offline.bootstrap=200")
+    assert result.status == "completed"
     ope = json.loads((tmp_path / "ope" / "ope.json").read_text())
     assert list(ope["estimates"]) == ["ips", "snips", "dm", "dr", "iips"]
     for est in ope["estimates"].values():
@@ -283,9 +278,9 @@ def test_cli_record_train_offline_evaluate_and_continue_online(tmp_path):
     assert ope["data"]["rows"] >= 1000 and np.isfinite(ope["simulated"]["value"])
 
     # The offline checkpoint starts online SlateQ training (same module).
-    out = cli(tmp_path, "online", f"restore={tmp_path / 'cql'}", "algo=slateq", "offline=none", "stop.timesteps=200",
-              "algo.training.num_steps_sampled_before_learning_starts=100")
-    assert out.returncode == 0, out.stderr[-2000:]
+    result = run(tmp_path, "online", f"restore={tmp_path / 'cql'}", "algo=slateq", "offline=none",
+                 "stop.timesteps=200", "algo.training.num_steps_sampled_before_learning_starts=100")
+    assert result.status == "completed"
     assert json.loads((tmp_path / "online" / "run.json").read_text())["status"] == "completed"
 
 
