@@ -173,11 +173,9 @@ def test_resume_after_kill(ray_session, tmp_path: Path):
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "recsys_exp", *TINY, "stop.timesteps=3000", "checkpoint.frequency=1",
             "progress=false", f"hydra.run.dir={run_dir}"]
-    # Tune saves its experiment state (which knows the trial's checkpoints) at most every 10 s by
-    # default: a run killed sooner after its checkpoints restarts its trial from scratch on resume.
-    # Saved after every step here, so that the kill point below is one resume can continue from.
-    env = dict(cli_env(), TUNE_GLOBAL_CHECKPOINT_S="0")
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    # The runner makes Tune save its experiment state (which knows the trial's checkpoints) after
+    # every result, so the kill point below is one that resume can continue from.
+    proc = subprocess.Popen(args, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     try:
@@ -203,10 +201,12 @@ def test_resume_after_kill(ray_session, tmp_path: Path):
     assert record["resumed"][0]["previous_status"] == "running"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 3000 <= summary["timesteps"] < 3000 + 500  # the same total budget, not a fresh one on top
-    # continued from the killed run's checkpoint: its first iterations were not trained again
+    # continued from a checkpoint of the killed run, not from scratch: its first iteration was not
+    # trained again. (The kill may land between the newest checkpoint link and Tune's saving of its
+    # experiment state, so resume may repeat the one iteration after the checkpoint Tune knew of.)
     iterations = [int(float(line.split(",")[0])) for line in
                   (run_dir / "metrics.csv").read_text().strip().splitlines()[1:]]
-    assert iterations.count(1) == iterations.count(2) == 1, iterations
+    assert iterations.count(1) == 1, iterations
 
 
 @pytest.mark.slow

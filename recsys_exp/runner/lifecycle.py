@@ -132,6 +132,9 @@ def set_tracking_env(c: dict[str, Any], run_dir: Path) -> None:
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     # Early iterations may finish no episode, so episode_return_mean can be absent from a result.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Tune saves its experiment state at most every 10 s by default: a run killed within 10 s of a
+    # checkpoint would resume from iteration 1. Save it after every result (read by the driver).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
 
 
 def ensure_ray(c: dict[str, Any], run_dir: Path) -> None:
