@@ -56,8 +56,11 @@ def click_weights(run_dir: Path) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """Train the plugin, evaluate it, continue it; and the random baseline on the same env, seed, budget."""
+def runs(ray_session, tmp_path_factory) -> dict[str, Path]:
+    """Train the plugin, evaluate it, continue it (the CLI under test); and the random baseline on the
+    same env, seed and budget (in process: it is only the reference)."""
+    import recsys_exp
+
     root = tmp_path_factory.mktemp("plugin")
     dirs = {name: root / name for name in ("train", "evaluate", "continue", "random")}
     run_cli(SEARCHPATH, "algo=click_logit", *COMMON, f"stop.timesteps={TRAIN_STEPS}",
@@ -66,7 +69,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             f"hydra.run.dir={dirs['evaluate']}")
     run_cli(f"restore={dirs['train']}", f"stop.timesteps={CONTINUE_STEPS}", "logger.mode=disabled", "progress=false",
             f"hydra.run.dir={dirs['continue']}")
-    run_cli("algo=random", *COMMON, f"stop.timesteps={TRAIN_STEPS}", f"hydra.run.dir={dirs['random']}")
+    recsys_exp.run(["algo=random", *COMMON, f"stop.timesteps={TRAIN_STEPS}"], run_dir=dirs["random"])
     return dirs
 
 

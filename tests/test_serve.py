@@ -137,7 +137,7 @@ def _group_processes(pgid: int) -> list[int]:
     return pids
 
 
-def test_cli_serves_until_ctrl_c_and_leaves_no_processes(tmp_path):
+def test_cli_serves_until_ctrl_c_and_leaves_no_processes(ray_session, tmp_path):
     import os
     import signal
     import subprocess
@@ -147,10 +147,12 @@ def test_cli_serves_until_ctrl_c_and_leaves_no_processes(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     common = ["logger.mode=disabled", "progress=false", *ENV]
-    run = subprocess.run([sys.executable, "-m", "recsys_exp", "algo=greedy", "stop.timesteps=100", "eval.episodes=5",
-                          "eval.num_envs=5", f"hydra.run.dir={tmp_path / 'run'}", *common],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+    import recsys_exp
+
+    # The run to serve is made in process (the serving CLI is what is under test).
+    run = recsys_exp.run(["algo=greedy", "stop.timesteps=100", "eval.episodes=5", "eval.num_envs=5", *common],
+                         run_dir=tmp_path / "run")
+    assert run.status == "completed"
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "recsys_exp", "mode=serve", f"restore={tmp_path / 'run'}",
                              "serve=http", f"serve.port={port}", f"hydra.run.dir={tmp_path / 'serve'}", *common],
