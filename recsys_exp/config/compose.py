@@ -68,6 +68,22 @@ def resolve_run_config(composed: DictConfig, overrides: list[str], choices: dict
     else:
         base = OmegaConf.to_container(composed, resolve=True)
         base["choices"] = choices
+    fill_logged_sizes(base)
     config = check_schema(base)
     check_semantics(config)
     return config
+
+
+def fill_logged_sizes(c: dict[str, Any]) -> None:
+    """``env=logged``: N and K come from the logged data's metadata (so config.yaml says what was used)."""
+    from recsys_exp.envs import logged
+
+    env = c.get("env") or {}
+    path = (env.get("params") or {}).get("path")
+    if env.get("name") != logged.NAME or not path:
+        return  # validation names a missing offline.path
+    try:
+        meta = logged.logged_meta(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    env["num_candidates"], env["slate_size"] = meta["num_candidates"], meta["slate_size"]

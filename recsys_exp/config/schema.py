@@ -118,6 +118,8 @@ class OfflineConfig:
     bootstrap: int = 1000  # bootstrap resamples (over sessions) for the 95% intervals
     gamma: float = 1.0  # discount of the estimated return (1 = the session return); < 1 tames IS weights
     fqe_iterations: Optional[int] = None  # fitted Q evaluation (dm, dr) refreshes; null = the horizon
+    eval_fraction: float = 0.2  # env=logged: sessions held out of training for the off-policy evaluation
+    select_by: str = "snips"  # env=logged: the estimate that is a run's objective (summary.json)
 
 
 @dataclass

@@ -170,6 +170,29 @@ def check_slate_env(c: dict[str, Any], spec: EnvSpec) -> None:
                           f"observation with user (U,), doc (N, D) and a per-slot response.click") from None
 
 
+LOGGED_MODES = ("train", "evaluate", "serve")
+
+
+def check_logged_env(c: dict[str, Any], plugin: AlgorithmPlugin) -> None:
+    """``env=logged`` (no simulator): only what logged data can do — train algorithms that learn from
+    it, evaluate off-policy, serve."""
+    name, off = c["algo"]["name"], c["offline"]
+    _require(c["mode"] in LOGGED_MODES, "mode", c["mode"], "env=logged has no simulator; it supports mode=train "
+             "(algorithms that learn from logged data), evaluate (off-policy estimates) and serve")
+    _require(bool(off["path"]), "offline.path", off["path"], "env=logged takes its sizes and spaces from logged "
+             "data: set offline.path=<Parquet file or dir>")
+    if c["mode"] == "train":
+        offline_algos = ", ".join(a for a, logged in offline_algorithms().items() if logged)
+        _require(plugin.needs.logged_data, "algo.name", name, f"{name} samples the simulator and env=logged has "
+                 f"none: train an algorithm that learns from logged data ({offline_algos})")
+        _require(c["tune"]["name"] == "none", "tune.name", c["tune"]["name"], "sweeps evaluate their trials in "
+                 "the simulator; with env=logged use a -m multirun (each run ends with an off-policy evaluation)")
+        _require(0.0 < off["eval_fraction"] < 1.0, "offline.eval_fraction", off["eval_fraction"],
+                 "must be in (0, 1): the share of sessions held out of training for the off-policy evaluation")
+    _require(off["select_by"] in off["estimators"], "offline.select_by", off["select_by"],
+             f"one of offline.estimators ({', '.join(off['estimators'])})")
+
+
 def offline_algorithms() -> dict[str, bool]:
     """The built-in algorithms by option name -> whether they learn from logged data (for messages)."""
     from recsys_exp.algorithms.plugins import BUILTIN
@@ -350,6 +373,8 @@ def check_semantics(c: dict[str, Any]) -> None:
         _require(key not in algo["training"], f"algo.training.{key}", algo["training"].get(key),
                  "set learners through the runner, not algo.training")
     plugin.check(c, spec)  # the algorithm's own options against the env (e.g. greedy's score)
+    if spec.is_logged:
+        check_logged_env(c, plugin)
 
     ex = c["exploration"]
     _require(ex["type"] in EXPLORATIONS, "exploration.type", ex["type"], f"allowed: {', '.join(EXPLORATIONS)}")

@@ -8,16 +8,17 @@ exposes slates as one Discrete(N**K) action (for DQN). With
 Per-EnvRunner seeds come from RLlib: it resets each runner's env with
 ``seed = config.seed + worker_index`` (+1e6 for evaluation runners).
 
-Besides RecSim's envs, ``recsim_custom`` (a simulator from parts, :mod:`recsys_exp.envs.custom`)
-and ``recsim_gym`` (any gymnasium env, :mod:`recsys_exp.envs.gym_env`; env config
-``entry_point``, ``kwargs``, ``max_episode_steps``, ``seed``) are registered too.
+Besides RecSim's envs, ``recsim_custom`` (a simulator from parts, :mod:`recsys_exp.envs.custom`),
+``recsim_gym`` (any gymnasium env, :mod:`recsys_exp.envs.gym_env`; env config
+``entry_point``, ``kwargs``, ``max_episode_steps``, ``seed``) and ``recsim_logged`` (the spaces of
+logged data, no simulator: :mod:`recsys_exp.envs.logged`) are registered too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from recsys_exp.envs import custom, gym_env
+from recsys_exp.envs import custom, gym_env, logged
 from recsys_exp.envs.settings import ENV_NAMES
 from recsys_exp.envs.spec import RLLIB_PREFIX, from_rllib_env_config
 
@@ -52,4 +53,5 @@ def register_envs() -> list[str]:
         names.append(rllib_env_name(name))
     register_env(rllib_env_name(custom.NAME), env_creator(custom.NAME))
     register_env(rllib_env_name(gym_env.NAME), env_creator(gym_env.NAME))
+    register_env(rllib_env_name(logged.NAME), env_creator(logged.NAME))
     return names

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 
-from recsys_exp.envs import gym_env
+from recsys_exp.envs import gym_env, logged
 
 RLLIB_PREFIX = "recsim_"  # RLlib / Tune registry names: recsim_<env name>
 _CACHE: OrderedDict[str, "EnvSpec"] = OrderedDict()
@@ -27,8 +27,10 @@ _CACHE_SIZE = 64
 class EnvSpec:
     """What env a run uses: its name, sizes, parameters, spaces and slate layout.
 
-    ``name`` is one of RecSim's envs, ``custom`` (parts in ``params``) or ``gym`` (``entry_point`` and
-    constructor ``kwargs``). ``seed`` seeds the env's streams. Spaces are built lazily, once.
+    ``name`` is one of RecSim's envs, ``custom`` (parts in ``params``), ``gym`` (``entry_point`` and
+    constructor ``kwargs``) or ``logged`` (no simulator: spaces from the metadata of the logged data
+    at ``params["path"]``, :mod:`recsys_exp.envs.logged`). ``seed`` seeds the env's streams. Spaces
+    are built lazily, once.
     """
 
     name: str
@@ -63,6 +65,11 @@ class EnvSpec:
         return self.name == gym_env.NAME
 
     @property
+    def is_logged(self) -> bool:
+        """Known only from logged data (``env=logged``): spaces, no simulator."""
+        return self.name == logged.NAME
+
+    @property
     def rllib_name(self) -> str:
         """The name the env is registered under with Ray Tune (``recsys_exp.envs.rllib``)."""
         return RLLIB_PREFIX + self.name
@@ -79,11 +86,30 @@ class EnvSpec:
         """(single observation space, native action space) of the env (one env built, then closed)."""
         if self.is_gym:
             return gym_env.env_spaces(self.entry_point, dict(self.kwargs))
+        if self.is_logged:
+            env = logged.LoggedOnlyEnv(self.logged_meta)
+            return env.observation_space, env.action_space
         venv = self.vector_env(1)
         try:
             return venv.single_observation_space, venv.single_action_space
         finally:
             venv.close()
+
+    @cached_property
+    def logged_meta(self) -> dict[str, Any]:
+        """``env=logged``: the metadata of the data at ``params["path"]``, checked against N and K;
+        ``ValueError`` / ``FileNotFoundError`` naming the path when it does not fit."""
+        path = self.params.get("path")
+        if not path:
+            raise ValueError("env=logged takes its sizes and spaces from logged data: set offline.path=<Parquet "
+                             "file or dir>")
+        meta = logged.logged_meta(path)
+        have = {"num_candidates": meta.get("num_candidates"), "slate_size": meta.get("slate_size")}
+        want = {"num_candidates": self.num_candidates, "slate_size": self.slate_size}
+        if have != want:
+            bad = ", ".join(f"env.{k}={want[k]} but the data has {have[k]}" for k in want if want[k] != have[k])
+            raise ValueError(f"offline.path={path}: {bad} (env=logged takes them from the data)")
+        return meta
 
     @property
     def observation_space(self) -> gym.Space:
@@ -110,10 +136,16 @@ class EnvSpec:
         if self.is_gym:
             return gym_env.make_gym_vector_env(self.entry_point, num_envs, dict(self.kwargs), self.max_episode_steps,
                                                seed)
-        from recsys_exp.envs.registry import make_vector_env
         from recsys_exp.envs.wrappers import FlatSlateVectorActions
 
-        venv = make_vector_env(self.name, num_envs=num_envs, **self._slate_kwargs(seed))
+        if self.is_logged:  # spaces only: reset/step raise NoSimulator
+            meta = self.logged_meta
+            venv = gym.vector.SyncVectorEnv([lambda: logged.LoggedOnlyEnv(meta)] * num_envs,
+                                            autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+        else:
+            from recsys_exp.envs.registry import make_vector_env
+
+            venv = make_vector_env(self.name, num_envs=num_envs, **self._slate_kwargs(seed))
         return FlatSlateVectorActions(venv) if flatten_actions else venv
 
     def env(self, seed: int | None = None, flatten_actions: bool = False) -> gym.Env:
@@ -121,10 +153,14 @@ class EnvSpec:
         seed = self.seed if seed is None else seed
         if self.is_gym:
             return gym_env.make_gym_env(self.entry_point, dict(self.kwargs), self.max_episode_steps, seed)
-        from recsys_exp.envs.registry import make_env
         from recsys_exp.envs.wrappers import FlatSlateActions
 
-        env = make_env(self.name, **self._slate_kwargs(seed))
+        if self.is_logged:
+            env = logged.LoggedOnlyEnv(self.logged_meta)
+        else:
+            from recsys_exp.envs.registry import make_env
+
+            env = make_env(self.name, **self._slate_kwargs(seed))
         return FlatSlateActions(env) if flatten_actions else env
 
     def _slate_kwargs(self, seed: int | None) -> dict[str, Any]:

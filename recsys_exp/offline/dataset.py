@@ -118,6 +118,17 @@ class LoggedData:
                    next_user=opt("next_user", (u,), np.float32), next_docs=opt("next_docs", (n_cand, d), np.float32),
                    files=files or [])
 
+    def select(self, rows: np.ndarray) -> "LoggedData":
+        """The data of the rows where the boolean mask ``rows`` (n,) is True (whole sessions stay
+        whole when the mask is per session, as :func:`held_out_sessions` gives)."""
+        pick = lambda a: a[rows]  # noqa: E731
+        return LoggedData(meta=self.meta, episode_id=pick(self.episode_id), step=pick(self.step), user=pick(self.user),
+                          docs=pick(self.docs), slate=pick(self.slate), click=pick(self.click),
+                          responses={k: pick(v) for k, v in self.responses.items()}, reward=pick(self.reward),
+                          terminated=pick(self.terminated), truncated=pick(self.truncated),
+                          propensity=pick(self.propensity), slot_propensity=pick(self.slot_propensity),
+                          next_user=pick(self.next_user), next_docs=pick(self.next_docs), files=self.files)
+
     # --- shape of the data ----------------------------------------------------------------
     @property
     def num_rows(self) -> int:
@@ -200,6 +211,24 @@ class LoggedData:
             next_obs[rows] = flatten_observations(space, {"user": user, "doc": docs,
                                                           "response": self._response_obs(space, rows)})
         return obs, next_obs, has_next
+
+
+def held_out_sessions(episode_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """(n,) bool: the rows of the sessions held out for evaluation, about ``fraction`` of them.
+
+    A session is held out when a hash of (its id, ``seed``) falls below ``fraction``: the split
+    depends only on the session id and the seed, not on the order or the files the rows came in,
+    and a session is never split between training and evaluation. The hash is SplitMix64
+    (Steele, Lea, Flood 2014), mapped to [0, 1) by its top 53 bits.
+    """
+    if fraction <= 0:
+        return np.zeros(len(episode_id), dtype=bool)
+    with np.errstate(over="ignore"):
+        x = episode_id.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
 
 
 def to_episodes(data: LoggedData, obs: np.ndarray, next_obs: np.ndarray, has_next: np.ndarray,

@@ -110,18 +110,56 @@ class _RowLabels:
         return self.data.num_rows
 
 
-def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path) -> dict[str, Any]:
-    """Estimates of the checkpoint's value from ``offline.path``: the content of ope.json."""
-    from recsys_exp.envs.spec import env_spec
-    from recsys_exp.offline.dataset import DataError, LoggedData
-    from recsys_exp.offline.ope import OPEError, estimate
+def check_held_out(c: dict[str, Any]) -> None:
+    """Before a logged-env training run: its held-out sessions exist and carry what the estimators
+    need (behaviour propensities for the importance-weighted ones), so the final off-policy
+    evaluation cannot fail after training. Raises ConfigError naming the rows and the fix."""
+    import numpy as np
+
+    from recsys_exp.offline.dataset import DataError, LoggedData, held_out_sessions
+    from recsys_exp.offline.ope import IS_ESTIMATORS
 
     off = c["offline"]
+    try:
+        data = LoggedData.read(off["path"])
+    except DataError as e:
+        raise ConfigError(f"offline.path={off['path']}: {e}") from None
+    rows = held_out_sessions(data.episode_id, off["eval_fraction"], c["seed"])
+    if not rows.any():
+        raise ConfigError(f"offline.eval_fraction={off['eval_fraction']}: no session of the "
+                          f"{int(data.first_rows().sum())} in offline.path={off['path']} is held out for the "
+                          f"off-policy evaluation; raise it or log more sessions")
+    weighted = [e for e in off["estimators"] if e in IS_ESTIMATORS]
+    missing = np.flatnonzero(rows & ~np.isfinite(data.propensity))
+    if weighted and len(missing):
+        raise ConfigError(f"offline.estimators={off['estimators']}: {', '.join(weighted)} need behaviour "
+                          f"propensities, missing in {len(missing)} held-out row(s), first {data.row_label(missing[0])} "
+                          f"of offline.path={off['path']}; log propensities or use offline.estimators=[dm] "
+                          f"(and offline.select_by=dm)")
+
+
+def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path, held_out: bool = False) -> dict[str, Any]:
+    """Estimates of the checkpoint's value from ``offline.path``: the content of ope.json.
+
+    ``held_out``: only the sessions a logged-env training run held out (``offline.eval_fraction``,
+    split by :func:`~recsys_exp.offline.dataset.held_out_sessions` with the run's seed). With a
+    simulator, ``simulated`` holds the target's true value; ``env=logged`` has none.
+    """
+    from recsys_exp.envs.spec import env_spec
+    from recsys_exp.offline.dataset import DataError, LoggedData, held_out_sessions
+    from recsys_exp.offline.ope import OPEError, estimate
+
+    off, spec = c["offline"], env_spec(c)
     start = time.perf_counter()
     try:
         data = LoggedData.read(off["path"])
-        space = env_spec(c).observation_space
+        space = spec.observation_space
         data.check_space(space, f"offline.path={off['path']}")
+        if held_out:
+            data = data.select(held_out_sessions(data.episode_id, off["eval_fraction"], c["seed"]))
+            if data.num_rows == 0:
+                raise DataError(f"no session was held out (offline.eval_fraction={off['eval_fraction']}); "
+                                f"raise it or log more sessions")
         policy = target_policy(c, checkpoint)
         explore = off["target"] == "explore"
         inputs, info = ope_inputs(data, policy, space, explore, off["gamma"], off["estimators"],
@@ -129,9 +167,10 @@ def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path) -> dict[str
         estimates = estimate(inputs, off["estimators"], n_bootstrap=off["bootstrap"], seed=c["seed"])
     except (OPEError, DataError) as e:
         raise ConfigError(f"offline.path={off['path']}: {e}") from None
-    truth = simulated_value(c, policy, explore, off["gamma"], c["eval"]["episodes"], eval_seed(c["seed"]))
-    return {"estimates": estimates, "simulated": truth, "target": off["target"], "gamma": off["gamma"],
-            "checkpoint": str(checkpoint),
+    truth = None if spec.is_logged else simulated_value(c, policy, explore, off["gamma"], c["eval"]["episodes"],
+                                                        eval_seed(c["seed"]))
+    return {"estimates": estimates, **({"simulated": truth} if truth else {}), "target": off["target"],
+            "gamma": off["gamma"], "checkpoint": str(checkpoint), "held_out": held_out,
             "data": {"path": str(off["path"]), "rows": data.num_rows,
                      "episodes": int(data.first_rows().sum()), "behaviour": data.meta.get("algo"),
                      "behaviour_exploration": data.meta.get("exploration")},

@@ -38,8 +38,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys_exp.envs.logged import META_KEY, data_files, read_meta  # noqa: F401  (the format's file helpers)
+
 SCHEMA_VERSION = 1
-META_KEY = b"recsys_exp"
 REQUIRED = ("episode_id", "step", "user", "docs", "slate", "click", "reward", "terminated", "truncated")
 RESPONSE_PREFIX = "response_"
 
@@ -111,12 +112,6 @@ def to_numpy(column: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype) 
     return out
 
 
-def read_meta(schema: pa.Schema) -> dict[str, Any]:
-    """The ``recsys_exp`` metadata of a logged-data schema ({} if absent)."""
-    raw = (schema.metadata or {}).get(META_KEY)
-    return json.loads(raw) if raw else {}
-
-
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file through a hidden temp file and ``os.replace``: never half-written."""
     path = Path(path)
@@ -130,16 +125,3 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def data_files(path: str | Path) -> list[Path]:
-    """The Parquet files of ``path`` (a file, or a directory searched recursively, hidden files
-    skipped). Raises FileNotFoundError naming the path when there are none."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        return [p]
-    files = sorted(f for f in p.rglob("*.parquet") if not any(part.startswith(".") for part in f.relative_to(p).parts))
-    if not files:
-        raise FileNotFoundError(f"offline.path={path}: no .parquet files there (record data with mode=record, "
-                                f"or convert JSON lines with python -m recsys_exp.offline.jsonl)")
-    return files

@@ -26,20 +26,22 @@ from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFET
 
 from recsys_exp.algorithms.common import encode_flat_slate
 from recsys_exp.algorithms.cql import CQLDQN, CQLDQNConfig, CQLSlateQ, CQLSlateQConfig
-from recsys_exp.offline.dataset import LoggedData, to_episodes
+from recsys_exp.offline.dataset import LoggedData, held_out_sessions, to_episodes
 
 
 class LoggedRows:
     """The logged data in the learner's observation and action format, sampled uniformly by row."""
 
-    def __init__(self, path: str, env: str, env_config: dict[str, Any], seed: int):
+    def __init__(self, path: str, env: str, env_config: dict[str, Any], seed: int, holdout: float = 0.0):
         import torch
 
         from recsys_exp.envs.spec import from_rllib_env_config
 
         space = from_rllib_env_config(env, env_config)[0].observation_space
-        self.data = LoggedData.read(path)
-        self.data.check_space(space, f"offline.path={path}")
+        data = LoggedData.read(path)
+        data.check_space(space, f"offline.path={path}")
+        # Sessions held out for the final off-policy evaluation (env=logged) are never sampled.
+        self.data = data.select(~held_out_sessions(data.episode_id, holdout, seed)) if holdout > 0 else data
         self.obs, self.next_obs, self.has_next = self.data.observations(space)
         slates = self.data.slate
         if env_config.get("flatten_actions"):
@@ -63,7 +65,7 @@ class LoggedDataTraining:
     def setup(self, config):
         super().setup(config)
         self.logged = LoggedRows(self.config.logged_data_path, self.config.env, self.config.env_config,
-                                 self.config.seed or 0)
+                                 self.config.seed or 0, self.config.logged_holdout)
 
     def training_step(self) -> None:
         batch_size = self.config.train_batch_size_per_learner
@@ -79,6 +81,7 @@ class LoggedDataTraining:
 
 def _offline_defaults(config) -> None:
     config.logged_data_path = None  # set by the runner from offline.path
+    config.logged_holdout = 0.0  # share of sessions held out of training (env=logged), by session id
     # RLlib's MARWIL/BC configs say "offline" and then build no EnvRunner; ours keep the local one:
     # it gives the module its spaces and the checkpoint the env-runner state evaluation restores.
     config._is_online = True

@@ -58,6 +58,8 @@ def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = N
     config = config.training(**{**plugin.exploration_settings(c["exploration"]), **algo["training"]})
     if plugin.needs.logged_data and c["offline"]["path"]:
         config.logged_data_path = str(Path(c["offline"]["path"]).expanduser().resolve())
+        # env=logged: the sessions held out for the final off-policy evaluation are never trained on.
+        config.logged_holdout = c["offline"]["eval_fraction"] if spec.is_logged else 0.0
     if restore_checkpoint:
         config = config.callbacks(on_algorithm_init=functools.partial(load_module_weights, restore_checkpoint))
     try:

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from recsys_exp.envs.spec import env_spec
 from recsys_exp.run_dir import atomic_write_json, eval_seed, locate_checkpoint
 from recsys_exp.runner.lifecycle import register_mode
 
@@ -33,6 +34,10 @@ def prepare_train(c: dict[str, Any]):
 
         check_with_rllib(c)
         return None
+    if env_spec(c).is_logged:  # the final off-policy evaluation must be possible before training starts
+        from recsys_exp.offline.evaluation import check_held_out
+
+        check_held_out(c)
     checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
     return (*build_algorithm_config(c, checkpoint), checkpoint)
 
@@ -65,16 +70,25 @@ def evaluate_mode(c: dict[str, Any], run_dir: Path, prepared=None) -> float:
 
         ope = off_policy_evaluation(c, checkpoint)
         atomic_write_json(run_dir / "ope.json", ope)
-        sim = ope["simulated"]
-        print(f"ope (gamma {ope['gamma']}): simulated {sim['value']:.2f} (95% CI {sim['ci95'][0]:.2f}.."
-              f"{sim['ci95'][1]:.2f})", flush=True)
-        for name, est in ope["estimates"].items():
-            print(f"ope {name}: {est['value']:.2f} (95% CI {est['ci95'][0]:.2f}..{est['ci95'][1]:.2f})", flush=True)
+        print_ope(ope)
+        if env_spec(c).is_logged:  # no simulator to evaluate in: the estimates are the evaluation
+            return ope["estimates"][c["offline"]["select_by"]]["value"]
     ev = evaluate_checkpoint(c, checkpoint, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
     atomic_write_json(run_dir / "evaluation.json", ev)
     print(f"evaluation: return {ev['episode_return_mean']:.2f} (95% CI {ev['ci95'][0]:.2f}..{ev['ci95'][1]:.2f}) "
           f"over {ev['episodes']} episodes -> {run_dir / 'evaluation.json'}", flush=True)
     return ev["episode_return_mean"]
+
+
+def print_ope(ope: dict[str, Any]) -> None:
+    """One line per estimate with its 95% interval (and ESS), after the simulated value if there is one."""
+    sim = ope.get("simulated")
+    if sim:
+        print(f"ope (gamma {ope['gamma']}): simulated {sim['value']:.2f} (95% CI {sim['ci95'][0]:.2f}.."
+              f"{sim['ci95'][1]:.2f})", flush=True)
+    for name, est in ope["estimates"].items():
+        ess = f", ESS {est['ess']:.1f} of {est['n_episodes']} sessions" if "ess" in est else ""
+        print(f"ope {name}: {est['value']:.4g} (95% CI {est['ci95'][0]:.4g}..{est['ci95'][1]:.4g}{ess})", flush=True)
 
 
 @register_mode("record")

@@ -137,12 +137,29 @@ def _float(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
-def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_checkpoint: str | None = None) -> dict[str, Any]:
-    """Train the built ``algo_config``, evaluate the final policy greedily, write summary.json.
+def off_policy_objective(c: dict[str, Any], checkpoint: Path, run_dir: Path) -> dict[str, Any]:
+    """``env=logged``: off-policy estimates of the trained policy on the held-out sessions
+    (ope.json); the ``offline.select_by`` estimate as the run's evaluation, with its CI, ESS and n."""
+    from recsys_exp.offline.evaluation import off_policy_evaluation
 
+    ope = off_policy_evaluation(c, checkpoint, held_out=True)
+    atomic_write_json(run_dir / "ope.json", ope)
+    name = c["offline"]["select_by"]
+    est = ope["estimates"][name]
+    objective = {"kind": "off_policy", "estimator": name, "value": est["value"], "ci95": est["ci95"],
+                 "ess": est.get("ess"), "n_episodes": est["n_episodes"], "held_out_fraction": c["offline"]["eval_fraction"]}
+    return {"episode_return_mean": est["value"], "ci95": est["ci95"], "episodes": est["n_episodes"],
+            "objective": objective}
+
+
+def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_checkpoint: str | None = None) -> dict[str, Any]:
+    """Train the built ``algo_config``, evaluate the final policy, write summary.json.
+
+    The evaluation is greedy episodes in the simulator, or with ``env=logged`` (no simulator) the
+    off-policy estimate ``offline.select_by`` on the sessions held out of training (ope.json).
     ``restore_checkpoint`` is already wired into ``algo_config`` (its weights load at start).
     """
-    from recsys_exp.runner.evaluate import evaluate_checkpoint
+    from recsys_exp.envs.spec import env_spec
     from recsys_exp.runner.lifecycle import ensure_ray
 
     start = time.time()
@@ -150,7 +167,12 @@ def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_check
     best = fit(c, run_dir, algo_cls, algo_config, resume=c["resume"])
     rows = read_metrics(run_dir)
     last = Path(run_dir / CHECKPOINTS_DIR / "last").resolve()
-    ev = evaluate_checkpoint(c, last, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
+    if env_spec(c).is_logged:
+        ev = off_policy_objective(c, last, run_dir)
+    else:
+        from recsys_exp.runner.evaluate import evaluate_checkpoint
+
+        ev = evaluate_checkpoint(c, last, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
     wall = time.time() - start
     timesteps = best.metrics.get("num_env_steps_sampled_lifetime") or (rows[-1]["timesteps"] if rows else 0)
     train_time = best.metrics.get("time_total_s") or wall
@@ -160,6 +182,7 @@ def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_check
         "eval_return_mean": ev["episode_return_mean"],
         "eval_ci95": ev["ci95"],
         "eval_episodes": ev["episodes"],
+        **({"objective": ev["objective"]} if "objective" in ev else {}),
         "wall_s": wall,
         "env_steps_per_s": timesteps / train_time if train_time else None,
         "iterations": best.metrics.get("training_iteration"),
