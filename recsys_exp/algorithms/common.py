@@ -30,7 +30,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
-from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.schedules.scheduler import Scheduler
 
 from recsys_exp.algorithms.slates import (  # noqa: F401  (re-exported: the slate helpers of every module)
@@ -220,8 +220,33 @@ class SampleOnly(Algorithm):
     """An algorithm that does not learn: each iteration only samples ``train_batch_size_per_learner``
     env steps (for the training metrics). Used by the random and greedy baselines."""
 
-    def training_step(self) -> None:
-        _, env_runner_results = synchronous_parallel_sample(
+    def sample(self) -> list:
+        """Sample ``train_batch_size_per_learner`` env steps; log the env runners' metrics."""
+        episodes, env_runner_results = synchronous_parallel_sample(
             worker_set=self.env_runner_group, max_env_steps=self.config.total_train_batch_size,
             sample_timeout_s=self.config.sample_timeout_s, _uses_new_env_runners=True, _return_metrics=True)
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+        return episodes
+
+    def training_step(self) -> None:
+        self.sample()
+
+
+class SampleThenUpdate(SampleOnly):
+    """Each iteration: sample ``train_batch_size_per_learner`` env steps, update the learner on them
+    (with :meth:`update_kwargs`, e.g. epochs and minibatches), sync the new weights to the env
+    runners. The bandits (closed-form updates) and simple on-policy learners use it."""
+
+    def update_kwargs(self) -> dict[str, Any]:
+        """Extra keywords of ``LearnerGroup.update`` (none: one update on the whole batch)."""
+        return {}
+
+    def training_step(self) -> None:
+        episodes = self.sample()
+        learner_results = self.learner_group.update(
+            episodes=episodes,
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME))},
+            **self.update_kwargs())
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)

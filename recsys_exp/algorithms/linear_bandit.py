@@ -26,7 +26,6 @@ update, so weight sync and checkpoints carry the whole posterior.
 from __future__ import annotations
 
 import torch
-from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.connectors.common.add_observations_from_episodes_to_batch import (
     AddObservationsFromEpisodesToBatch,
@@ -34,10 +33,8 @@ from ray.rllib.connectors.common.add_observations_from_episodes_to_batch import 
 from ray.rllib.connectors.learner import AddNextObservationsFromEpisodesToTrainBatch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
-from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from recsys_exp.algorithms.common import NoGradientLearner, SlatePolicyModule, top_k_slate
+from recsys_exp.algorithms.common import NoGradientLearner, SampleThenUpdate, SlatePolicyModule, top_k_slate
 
 MODES = ("ucb", "thompson", "none")
 
@@ -194,21 +191,9 @@ class LinTSConfig(LinearBanditConfig):
     default_mode = "thompson"
 
 
-class LinearBandit(Algorithm):
+class LinearBandit(SampleThenUpdate):
     """Sample ``train_batch_size_per_learner`` env steps, absorb them in closed form, sync the posterior."""
 
     @classmethod
     def get_default_config(cls):
         return LinearBanditConfig()
-
-    def training_step(self) -> None:
-        episodes, env_runner_results = synchronous_parallel_sample(
-            worker_set=self.env_runner_group, max_env_steps=self.config.total_train_batch_size,
-            sample_timeout_s=self.config.sample_timeout_s, _uses_new_env_runners=True, _return_metrics=True)
-        self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
-        learner_results = self.learner_group.update(
-            episodes=episodes,
-            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
-                (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME))})
-        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)

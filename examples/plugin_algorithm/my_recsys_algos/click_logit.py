@@ -18,7 +18,6 @@ mixes in uniform slates with the exploration group's schedule (done by ``SlatePo
 from __future__ import annotations
 
 import torch
-from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.connectors.common.add_observations_from_episodes_to_batch import (
     AddObservationsFromEpisodesToBatch,
@@ -27,10 +26,8 @@ from ray.rllib.connectors.learner import AddNextObservationsFromEpisodesToTrainB
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
-from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from recsys_exp.algorithms.common import SlatePolicyModule, top_k_slate
+from recsys_exp.algorithms.common import SampleThenUpdate, SlatePolicyModule, top_k_slate
 
 
 class ClickLogitModule(SlatePolicyModule):
@@ -138,7 +135,7 @@ class ClickLogitConfig(AlgorithmConfig):
         return ClickLogitLearner
 
 
-class ClickLogitAlgorithm(Algorithm):
+class ClickLogitAlgorithm(SampleThenUpdate):
     """Sample ``train_batch_size_per_learner`` env steps, take ``num_epochs`` passes of gradient
     steps on them, sync the new weights to the env runners."""
 
@@ -146,16 +143,6 @@ class ClickLogitAlgorithm(Algorithm):
     def get_default_config(cls):
         return ClickLogitConfig()
 
-    def training_step(self) -> None:
-        episodes, env_runner_results = synchronous_parallel_sample(
-            worker_set=self.env_runner_group, max_env_steps=self.config.total_train_batch_size,
-            sample_timeout_s=self.config.sample_timeout_s, _uses_new_env_runners=True, _return_metrics=True)
-        self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
-        learner_results = self.learner_group.update(
-            episodes=episodes,
-            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
-                (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME))},
-            num_epochs=self.config.num_epochs, minibatch_size=self.config.minibatch_size,
-            shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch)
-        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
+    def update_kwargs(self) -> dict:
+        return {"num_epochs": self.config.num_epochs, "minibatch_size": self.config.minibatch_size,
+                "shuffle_batch_per_epoch": self.config.shuffle_batch_per_epoch}

@@ -40,7 +40,7 @@ class SlateQLearner(DQNTorchLearner):
         m = self.module[module_id].unwrapped()
         # Refresh the input statistics for the next forward passes (this one already ran).
         m.update_feature_statistics(batch[Columns.OBS])
-        obs, next_obs = batch[Columns.OBS], batch[Columns.NEXT_OBS]
+        next_obs = batch[Columns.NEXT_OBS]
         slates = m.slates_from_actions(batch[Columns.ACTIONS])  # (B, K)
         clicks = m.clicks(next_obs)  # (B, K): the response to this step's slate
         clicked = clicks.sum(-1) > 0
