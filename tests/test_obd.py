@@ -144,21 +144,21 @@ def _drop(column: str):
 ERRORS = [
     (_set(2, "position", "4"), "all.csv: row 2, column position: '4' is out of range (allowed: 1, 2, 3)"),
     (_set(3, "click", "2"), "all.csv: row 3, column click: '2' is out of range (allowed: 0, 1)"),
-    (_set(1, "propensity_score", "0"), "all.csv: row 1, column propensity_score: '0' is not in (0, 1] "
-                                       "(allowed: a probability in (0, 1])"),
+    (_set(1, "propensity_score", "0"), ("all.csv: row 1, column propensity_score: '0' is not in (0, 1] "
+                                       "(allowed: a probability in (0, 1])")),
     (_set(4, "propensity_score", "1.5"), "all.csv: row 4, column propensity_score: '1.5' is not in (0, 1]"),
-    (_set(2, "item_id", "3"), "all.csv: row 2, column item_id: '3' is out of range (allowed: integers 0..2, "
-                              "the items of item_context.csv)"),
+    (_set(2, "item_id", "3"), ("all.csv: row 2, column item_id: '3' is out of range (allowed: integers 0..2, "
+                              "the items of item_context.csv)")),
     (_set(1, "item_id", "1.5"), "all.csv: row 1, column item_id: '1.5' is not an integer"),
-    (_set(3, "user-item_affinity_1", "abc"), "all.csv: row 3, column user-item_affinity_1: 'abc' is not a "
-                                             "finite number (allowed: a finite number)"),
+    (_set(3, "user-item_affinity_1", "abc"), ("all.csv: row 3, column user-item_affinity_1: 'abc' is not a "
+                                             "finite number (allowed: a finite number)")),
     (_set(2, "user-item_affinity_0", ""), "all.csv: row 2, column user-item_affinity_0: empty"),
     (_set(4, "user_feature_2", ""), "all.csv: row 4, column user_feature_2: '' is empty"),
     (_drop("click"), "all.csv: column click: missing (required columns: item_id, position, click"),
     (_drop("user-item_affinity_2"), "all.csv: column user-item_affinity_2: missing"),
     (_set(0, "timestamp", "timestmp"), "all.csv: column timestmp: unknown column"),
-    (_set(2, "item_feature_0", "x", file="item"), "item_context.csv: row 2, column item_feature_0: 'x' is not a "
-                                                  "finite number (allowed: a number)"),
+    (_set(2, "item_feature_0", "x", file="item"), ("item_context.csv: row 2, column item_feature_0: 'x' is not a "
+                                                  "finite number (allowed: a number)")),
     (_set(3, "item_id", "0", file="item"), "item_context.csv: row 3, column item_id: 0 repeats row 2"),
 ]
 

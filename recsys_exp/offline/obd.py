@@ -67,7 +67,13 @@ from typing import Any
 
 import numpy as np
 
-from recsys_exp.offline.jsonl import LogImportError, _check_out_dir, _Layout, _undo_on_error, _write_parts
+from recsys_exp.offline.jsonl import (
+    LogImportError,
+    _check_out_dir,
+    _Layout,
+    _undo_on_error,
+    _write_parts,
+)
 
 ITEM_CONTEXT = "item_context.csv"
 POSITIONS = (1, 2, 3)
