@@ -170,6 +170,41 @@ class EpsilonGreedyBandit(_StatelessBandit):
     explorations = ("epsilon_greedy", "none")
 
 
+@dataclass(frozen=True)
+class BernoulliTSParams(StatelessBanditParams):
+    """``prior``: null (Beta(1, 1) per arm) or ``{alpha: [...], beta: [...]}`` per arm;
+    ``propensity_samples``: posterior draws S of the Monte Carlo propensities."""
+
+    prior: dict | None = None
+    propensity_samples: int = 10_000
+
+
+class BernoulliTS(_StatelessBandit):
+    """Bernoulli Thompson sampling (Thompson 1933; OBD's BTS) over document clusters or candidate
+    positions: Beta posteriors per arm, top-K by one draw per arm, Monte Carlo propensities."""
+
+    config_class = f"{_PKG}.bernoulli_ts:BernoulliTSConfig"
+    explorations = ("thompson", "none")
+    Params = BernoulliTSParams
+
+    def check(self, c: Mapping[str, Any], spec: "EnvSpec") -> None:
+        """The arms exist (as for ucb1); the prior has one alpha and beta > 0 per arm; S >= 1."""
+        from recsys_exp.algorithms.bandit_arms import arm_spec, beta_prior
+
+        super().check(c, spec)
+        p = self.params(c["algo"]["training"])
+        require(type(p.propensity_samples) is int and p.propensity_samples >= 1, "algo.training.propensity_samples",
+                p.propensity_samples, "must be an integer >= 1 (posterior draws of the Monte Carlo propensities)")
+        num_arms = arm_spec(spec.observation_space, p.arms)["num_arms"]
+        try:
+            beta_prior(p.prior, num_arms)
+        except ValueError as e:
+            raise ConfigError(f"{e} (algo.training.arms={p.arms}: env={spec.name} has {num_arms} arms)") from None
+
+    def exploration_settings(self, exploration: Mapping[str, Any]) -> dict[str, Any]:
+        return {"exploration_mode": "thompson" if exploration["type"] == "thompson" else "none"}
+
+
 class DQN(AlgorithmPlugin):
     """RLlib's DQN over flat slates ``Discrete(N**K)``."""
 
@@ -190,4 +225,4 @@ class PPO(AlgorithmPlugin):
 
 # The built-in online plugins by their algo option name (for messages that list what exists).
 BUILTIN = {"random": Random, "greedy": Greedy, "lin_ucb": LinUCB, "lin_ts": LinTS, "slateq": SlateQ, "ucb1": UCB1,
-           "epsilon_greedy_bandit": EpsilonGreedyBandit, "dqn": DQN, "ppo": PPO}
+           "epsilon_greedy_bandit": EpsilonGreedyBandit, "bernoulli_ts": BernoulliTS, "dqn": DQN, "ppo": PPO}

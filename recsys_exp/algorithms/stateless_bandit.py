@@ -1,5 +1,6 @@
 """``algo=ucb1`` and ``algo=epsilon_greedy_bandit``: non-contextual ("stateless") bandits whose
-arms are document clusters or candidate positions.
+arms are document clusters or candidate positions. ``algo=bernoulli_ts`` (Thompson sampling over
+the same arms and counts) builds on this module in :mod:`recsys_exp.algorithms.bernoulli_ts`.
 
 **Arms** (``algo.training.arms``, :mod:`recsys_exp.algorithms.bandit_arms`): ``cluster``, a
 candidate's arm is its document's cluster (the argmax of the cluster one-hot that starts the doc
@@ -82,22 +83,34 @@ def ranking_probabilities(score: torch.Tensor, tie: torch.Tensor,
                           slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact ``(log P(slate) (B,), P(slot k shows slate[k]) (B, K))`` of "top-K of
     :func:`rank_candidates`" for any slates of distinct candidates (see the module docstring)."""
-    sizes, starts = _blocks(score, tie)
-    size, start = sizes.gather(1, slate), starts.gather(1, slate)  # n_g and s_g of each slot's item
-    k = torch.arange(slate.shape[1], dtype=torch.float64)
+    return block_probabilities(*_blocks(score, tie), slate)
+
+
+def ranking_slot_matrix(score: torch.Tensor, tie: torch.Tensor, slate_size: int) -> torch.Tensor:
+    """(B, K, N) float64: P(slot k shows candidate j) under "top-K of :func:`rank_candidates`",
+    1/n_g when k lies in j's block [s_g, s_g + n_g), else 0."""
+    return block_slot_matrix(*_blocks(score, tie), slate_size)
+
+
+def block_probabilities(sizes: torch.Tensor, starts: torch.Tensor,
+                        slate: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log P(slate) (...,), P(slot k shows slate[k]) (..., K))`` of a ranking whose candidates
+    (..., N) sit in blocks of ``sizes`` equal candidates starting at rank ``starts`` (float64),
+    shuffled uniformly within a block; ``slate`` (..., K) has the same leading dims."""
+    size, start = sizes.gather(-1, slate), starts.gather(-1, slate)  # n_g and s_g of each slot's item
+    k = torch.arange(slate.shape[-1], dtype=torch.float64)
     inside = (start <= k) & (k < start + size)
     slot_p = torch.where(inside, 1.0 / size, torch.zeros_like(size))
     step_p = torch.where(inside, 1.0 / (size - (k - start)).clamp_min(1.0), torch.zeros_like(size))
     return step_p.log().sum(-1), slot_p
 
 
-def ranking_slot_matrix(score: torch.Tensor, tie: torch.Tensor, slate_size: int) -> torch.Tensor:
-    """(B, K, N) float64: P(slot k shows candidate j) under "top-K of :func:`rank_candidates`",
-    1/n_g when k lies in j's block [s_g, s_g + n_g), else 0."""
-    size, start = _blocks(score, tie)
-    k = torch.arange(slate_size, dtype=torch.float64)[None, :, None]
-    inside = (start[:, None, :] <= k) & (k < (start + size)[:, None, :])
-    return torch.where(inside, 1.0 / size[:, None, :], torch.zeros(()).double())
+def block_slot_matrix(sizes: torch.Tensor, starts: torch.Tensor, slate_size: int) -> torch.Tensor:
+    """(..., K, N) float64: P(slot k shows candidate j) of the ranking of :func:`block_probabilities`."""
+    k = torch.arange(slate_size, dtype=torch.float64)[:, None]
+    size, start = sizes[..., None, :], starts[..., None, :]
+    inside = (start <= k) & (k < start + size)
+    return torch.where(inside, 1.0 / size, torch.zeros(()).double())
 
 
 # --- the policy --------------------------------------------------------------------------------
