@@ -110,6 +110,8 @@ def test_group_option_composes_and_validates(group, option, logged_iev):
         overrides.insert(0, "algo=bc")
     if (group, option) == ("tune", "bandit_alpha"):  # searches the UCB width: needs a UCB algorithm
         overrides.insert(0, "algo=lin_ucb")
+    if (group, option) == ("env", "logged"):  # no simulator: an algorithm that learns from the logs, and logs
+        overrides[:0] = ["algo=bc", f"offline.path={logged_iev}"]
     cfg, choices = compose_cfg(overrides)
     if load_plugin(cfg.algo).needs.logged_data:  # offline algorithms need logged data
         overrides.append(f"offline.path={logged_iev}")

@@ -16,7 +16,8 @@ from recsys_exp.offline.dataset import LoggedData, held_out_sessions
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "logs" / "sample.jsonl"
 # The sample has one row without a propensity: the model-based estimator; half of its 3 sessions held out.
-OPE = ("offline.estimators=[dm]", "offline.select_by=dm", "offline.eval_fraction=0.5", "offline.bootstrap=100")
+OPE = ("offline.estimators=[dm]", "offline.select_by=dm", "offline.eval_fraction=0.5", "offline.bootstrap=100",
+       "offline.fqe_iterations=3")
 QUIET = ("logger.mode=disabled", "progress=false")
 
 
@@ -107,8 +108,8 @@ def test_training_ends_with_an_off_policy_evaluation_on_held_out_sessions(bc_run
 
 
 def test_evaluate_restored_run_off_policy_only(bc_run, sample_data, tmp_path):
-    result = recsys_exp.run(["mode=evaluate", f"restore={bc_run.run_dir}", f"offline.path={sample_data}",
-                             "offline.eval_fraction=0.5", *QUIET], run_dir=tmp_path / "eval")
+    result = recsys_exp.run(["mode=evaluate", f"restore={bc_run.run_dir}", f"offline.path={sample_data}", *QUIET],
+                            run_dir=tmp_path / "eval")
     ope = json.loads((tmp_path / "eval" / "ope.json").read_text())
     assert "simulated" not in ope and not (tmp_path / "eval" / "evaluation.json").exists()
     assert ope["data"]["rows"] == LoggedData.read(sample_data).num_rows  # all of the data, not only held out
