@@ -23,6 +23,14 @@ def compose_config(*overrides: str) -> dict:
     return recsys_exp.compose(list(overrides))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files with long (``slow``-marked) tests run first. With two xdist workers and whole files per
+    worker (``--dist loadfile``), the short files then fill the gaps at the end instead of one worker
+    idling while the other finishes a long file. Every worker sorts the same way (a stable sort)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One light local Ray (2 CPUs, no dashboard) shared by all in-process tests."""

@@ -88,6 +88,7 @@ LEARNERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(LEARNERS))
 def test_learns_to_beat_random(name, random_baseline, tmp_path):
     """A short training run lifts the greedy return well above the random policy's."""

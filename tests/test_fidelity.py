@@ -502,6 +502,7 @@ def reference_futures(request):
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_statistical_fidelity(case, reference_futures):
     native = run_native(case)

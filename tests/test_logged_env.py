@@ -82,6 +82,7 @@ def bc_run(ray_session, sample_data, tmp_path_factory):
                            *QUIET], run_dir=run_dir)
 
 
+@pytest.mark.slow
 def test_training_never_sees_the_held_out_sessions(bc_run, sample_data):
     from recsys_exp.offline.training import LoggedRows
     from recsys_exp.runner.build import build_algorithm_config

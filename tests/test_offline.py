@@ -235,6 +235,7 @@ def test_bc_on_a_good_policys_data_beats_random(ray_session, tmp_path):
     assert bc > 477 + 40, bc  # random ≈ 477, the logged policy ≈ 562
 
 
+@pytest.mark.slow
 def test_cql_beats_bc_on_mixed_data_and_stays_finite(ray_session, tmp_path):
     """60% of sessions from the worst ranking, 40% from the best: BC copies the majority, CQL the rewards."""
     record_lts(BAD, tmp_path / "mixed" / "bad", 3000, 0.1, seed=2)

@@ -73,6 +73,7 @@ def runs(ray_session, tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
+@pytest.mark.slow
 def test_train_writes_the_run_dir(runs):
     run = runs["train"]
     config = yaml.safe_load((run / "config.yaml").read_text())

@@ -137,6 +137,7 @@ def _group_processes(pgid: int) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_cli_serves_until_ctrl_c_and_leaves_no_processes(ray_session, tmp_path):
     import os
     import signal
@@ -224,6 +225,7 @@ def _greedy_checkpoint(overrides: tuple[str, ...], out: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_model_selection_over_http_finds_the_better_model_and_survives_a_restart(served, tmp_path):
     """Driven by the RecSim env: each answer's slate is shown to a simulated user, its reward fed back."""
     from ray import serve
