@@ -204,6 +204,21 @@ class SlatePolicyModule(TorchRLModule):
         return {}
 
 
+class ReadsNextObservations:
+    """Learner mixin (first base): the train batch also holds each step's next observation
+    (``Columns.NEXT_OBS``), whose response says which slot of the step's slate was clicked."""
+
+    def build(self):
+        from ray.rllib.connectors.common.add_observations_from_episodes_to_batch import (
+            AddObservationsFromEpisodesToBatch,
+        )
+        from ray.rllib.connectors.learner import AddNextObservationsFromEpisodesToTrainBatch
+
+        super().build()
+        self._learner_connector.insert_after(AddObservationsFromEpisodesToBatch,
+                                             AddNextObservationsFromEpisodesToTrainBatch())
+
+
 class NoGradientLearner(TorchLearner):
     """A Learner that registers no optimizer: for modules without trainable weights, or whose
     statistics are updated in closed form inside ``compute_loss_for_module`` (torch buffers)."""

@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.connectors.common.add_observations_from_episodes_to_batch import (
-    AddObservationsFromEpisodesToBatch,
-)
-from ray.rllib.connectors.learner import AddNextObservationsFromEpisodesToTrainBatch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from recsys_exp.algorithms.common import NoGradientLearner, SampleThenUpdate, SlatePolicyModule, top_k_slate
+from recsys_exp.algorithms.common import (NoGradientLearner, ReadsNextObservations, SampleThenUpdate, SlatePolicyModule,
+                                          top_k_slate)
 
 MODES = ("ucb", "thompson", "none")
 
@@ -111,14 +108,8 @@ class LinearBanditModule(SlatePolicyModule):
         self.cov_chol.copy_(torch.linalg.cholesky(a_inv).float())
 
 
-class LinearBanditLearner(NoGradientLearner):
+class LinearBanditLearner(ReadsNextObservations, NoGradientLearner):
     """Closed-form Learner: each served slot of a step is one regression row (see module docs)."""
-
-    def build(self):
-        super().build()
-        # The click of step t is in the *next* observation's response.
-        self._learner_connector.insert_after(AddObservationsFromEpisodesToBatch,
-                                             AddNextObservationsFromEpisodesToTrainBatch())
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         m = self.module[module_id].unwrapped()

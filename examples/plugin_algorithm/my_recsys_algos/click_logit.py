@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.connectors.common.add_observations_from_episodes_to_batch import (
-    AddObservationsFromEpisodesToBatch,
-)
-from ray.rllib.connectors.learner import AddNextObservationsFromEpisodesToTrainBatch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from recsys_exp.algorithms.common import SampleThenUpdate, SlatePolicyModule, top_k_slate
+from recsys_exp.algorithms.common import ReadsNextObservations, SampleThenUpdate, SlatePolicyModule, top_k_slate
 
 
 class ClickLogitModule(SlatePolicyModule):
@@ -68,14 +64,8 @@ class ClickLogitModule(SlatePolicyModule):
         return top_k_slate(self.click_logits(self.features(obs)), self.slate_size)
 
 
-class ClickLogitLearner(TorchLearner):
+class ClickLogitLearner(ReadsNextObservations, TorchLearner):
     """Binary cross-entropy of the logged slots (clicked / not clicked); Adam with ``lr``."""
-
-    def build(self):
-        super().build()
-        # The click of step t is in the next observation's response.
-        self._learner_connector.insert_after(AddObservationsFromEpisodesToBatch,
-                                             AddNextObservationsFromEpisodesToTrainBatch())
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         m = self.module[module_id].unwrapped()
