@@ -43,7 +43,7 @@ def test_sizes_and_spaces_come_from_the_data(sample_data):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["algo=bc"], "env=logged takes its sizes and spaces from logged data: set offline.path"),
-    (["algo=lin_ucb", "offline.path={data}"], "algo.name='lin_ucb': lin_ucb samples the simulator and env=logged has none"),
+    (["algo=slateq", "offline.path={data}"], "algo.name='slateq': slateq samples the simulator"),
     (["algo=bc", "mode=record", "offline.path={data}"], "mode='record': env=logged has no simulator"),
     (["algo=bc", "mode=offline_study", "offline.path={data}"], "mode='offline_study': env=logged has no simulator"),
     (["algo=bc", "offline.path={data}", "offline.eval_fraction=0"], "offline.eval_fraction=0.0: must be in (0, 1)"),

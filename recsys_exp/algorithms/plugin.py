@@ -38,8 +38,8 @@ class EnvNeeds:
 
     ``slate``: the slate observation (user, doc, response.click; :mod:`recsys_exp.envs.layout`) and
     ``MultiDiscrete([N]*K)`` slates; ``discrete_actions``: a ``Discrete`` action space (slate envs
-    must set ``algo.flatten_actions=true``); ``logged_data``: learns from ``offline.path``, not by
-    sampling the simulator.
+    must set ``algo.flatten_actions=true``); ``logged_data``: learns only from ``offline.path``, never by
+    sampling the simulator (algorithms that can do both set ``AlgorithmPlugin.logged_config_class``).
     """
 
     slate: bool = False
@@ -59,12 +59,21 @@ class AlgorithmPlugin:
     :meth:`check`, :meth:`exploration_settings` and :meth:`model_config`."""
 
     config_class: ClassVar[str]  # "package.module:AlgorithmConfigSubclass", imported lazily
+    # "package.module:AlgorithmConfigSubclass" of the same algorithm learning from the rows of
+    # ``offline.path`` instead of sampling the env (used when ``offline.path`` is set in mode=train),
+    # or None when it can only sample. Algorithms that *only* learn from logs say so in ``needs``.
+    logged_config_class: ClassVar[str | None] = None
     needs: ClassVar[EnvNeeds] = EnvNeeds()
     explorations: ClassVar[tuple[str, ...]] = ("none",)  # allowed exploration.type values, the default first
     Params: ClassVar[type | None] = None  # dataclass of this algorithm's own algo.training keys
     # "package.module:Class" of the policy contract for this algorithm's RLModule
     # (:mod:`recsys_exp.algorithms.policy_adapters`): how its actions and probabilities are read.
     policy_adapter: ClassVar[str] = "recsys_exp.algorithms.policy_adapters:CategoricalPolicy"
+
+    @property
+    def learns_from_logs(self) -> bool:
+        """Whether this algorithm can train on logged data (``offline.path``) without a simulator."""
+        return self.needs.logged_data or self.logged_config_class is not None
 
     # --- typed hyperparameters -------------------------------------------------------------
     def params(self, training: Mapping[str, Any]) -> Any:
@@ -90,9 +99,11 @@ class AlgorithmPlugin:
         self.params(c["algo"]["training"])
 
     # --- building the RLlib config ------------------------------------------------------------
-    def load_config_class(self) -> type:
-        """Import and return the ``AlgorithmConfig`` subclass (imports RLlib)."""
-        module, cls = self.config_class.split(":")
+    def load_config_class(self, logged: bool = False) -> type:
+        """Import and return the ``AlgorithmConfig`` subclass (imports RLlib); ``logged``: the one
+        that learns from ``offline.path`` (:attr:`logged_config_class`, or the only one)."""
+        name = self.logged_config_class if logged and self.logged_config_class else self.config_class
+        module, cls = name.split(":")
         return getattr(importlib.import_module(module), cls)
 
     def exploration_settings(self, exploration: Mapping[str, Any]) -> dict[str, Any]:

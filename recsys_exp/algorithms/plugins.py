@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from recsys_exp.envs.spec import EnvSpec
 
 _PKG = "recsys_exp.algorithms"
+_LOGGED = "recsys_exp.offline.training"  # the bandits' variants that learn from logged rows
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -89,6 +90,7 @@ class LinUCB(_LinearBandit):
     """LinUCB (Li et al. 2010) over per-candidate features, top-K slates."""
 
     config_class = f"{_PKG}.linear_bandit:LinUCBConfig"
+    logged_config_class = f"{_LOGGED}:LoggedLinUCBConfig"
     explorations = ("ucb", "none", "epsilon_greedy")
 
 
@@ -96,6 +98,7 @@ class LinTS(_LinearBandit):
     """Linear Thompson Sampling (Agrawal & Goyal 2013) over per-candidate features."""
 
     config_class = f"{_PKG}.linear_bandit:LinTSConfig"
+    logged_config_class = f"{_LOGGED}:LoggedLinTSConfig"
     explorations = ("thompson", "none", "epsilon_greedy")
 
 
@@ -134,13 +137,11 @@ class _StatelessBandit(SlateAlgorithmPlugin):
             except ValueError as e:
                 raise ConfigError(f"algo.training.arms=cluster: algo={name} cannot find clusters in env={env}: {e}; "
                                   f"or use algo.training.arms=item with env.resample_documents=false") from None
-            venv = spec.vector_env(1)
-            docs = venv.reset(seed=spec.seed)[0]["doc"][0, :, start:start + width]
-            venv.close()
+            docs = spec.first_docs()[:, start:start + width]
             if not ((docs == 0) | (docs == 1)).all() or not (docs.sum(-1) == 1).all():
                 raise ConfigError(f"algo.training.arms=cluster: the doc features of env={env} do not start with a "
                                   f"one-hot of its {width} clusters ({CLUSTER_ENVS} do)")
-        else:
+        elif not spec.is_logged:  # logged data: candidate j is whatever the log's index j is (OBD: one item)
             runners = c["algo"]["env_runners"]
             require(not spec.resample_documents, "algo.training.arms", p.arms,
                     "an arm is a candidate position, the same document only while the candidates stay fixed: "
@@ -157,6 +158,7 @@ class UCB1(_StatelessBandit):
     """UCB1 (Auer et al. 2002) over document clusters or candidate positions."""
 
     config_class = f"{_PKG}.stateless_bandit:UCB1Config"
+    logged_config_class = f"{_LOGGED}:LoggedUCB1Config"
     explorations = ("ucb", "none")
 
     def exploration_settings(self, exploration: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,6 +169,7 @@ class EpsilonGreedyBandit(_StatelessBandit):
     """ε-greedy over document clusters or candidate positions (ε from the exploration schedule)."""
 
     config_class = f"{_PKG}.stateless_bandit:EpsilonGreedyBanditConfig"
+    logged_config_class = f"{_LOGGED}:LoggedEpsilonGreedyBanditConfig"
     explorations = ("epsilon_greedy", "none")
 
 
@@ -184,6 +187,7 @@ class BernoulliTS(_StatelessBandit):
     positions: Beta posteriors per arm, top-K by one draw per arm, Monte Carlo propensities."""
 
     config_class = f"{_PKG}.bernoulli_ts:BernoulliTSConfig"
+    logged_config_class = f"{_LOGGED}:LoggedBernoulliTSConfig"
     explorations = ("thompson", "none")
     Params = BernoulliTSParams
 

@@ -182,35 +182,41 @@ def check_logged_env(c: dict[str, Any], plugin: AlgorithmPlugin) -> None:
     _require(bool(off["path"]), "offline.path", off["path"], "env=logged takes its sizes and spaces from logged "
              "data: set offline.path=<Parquet file or dir>")
     if c["mode"] == "train":
-        offline_algos = ", ".join(a for a, logged in offline_algorithms().items() if logged)
-        _require(plugin.needs.logged_data, "algo.name", name, f"{name} samples the simulator and env=logged has "
-                 f"none: train an algorithm that learns from logged data ({offline_algos})")
-        _require(c["tune"]["name"] == "none", "tune.name", c["tune"]["name"], "sweeps evaluate their trials in "
-                 "the simulator; with env=logged use a -m multirun (each run ends with an off-policy evaluation)")
+        _require(plugin.learns_from_logs, "algo.name", name, f"{name} samples the simulator and env=logged has "
+                 f"none: train an algorithm that learns from logged data ({', '.join(offline_algorithms())})")
         _require(0.0 < off["eval_fraction"] < 1.0, "offline.eval_fraction", off["eval_fraction"],
                  "must be in (0, 1): the share of sessions held out of training for the off-policy evaluation")
     _require(off["select_by"] in off["estimators"], "offline.select_by", off["select_by"],
              f"one of offline.estimators ({', '.join(off['estimators'])})")
 
 
-def offline_algorithms() -> dict[str, bool]:
-    """The built-in algorithms by option name -> whether they learn from logged data (for messages)."""
+def builtin_plugins() -> dict[str, AlgorithmPlugin]:
+    """The built-in algorithms by option name (for messages that list what exists)."""
     from recsys_exp.algorithms.plugins import BUILTIN
     from recsys_exp.offline.plugins import OFFLINE
 
-    return {**{name: False for name in BUILTIN}, **{name: True for name in OFFLINE}}
+    return {name: cls() for name, cls in {**BUILTIN, **OFFLINE}.items()}
+
+
+def offline_algorithms() -> list[str]:
+    """The built-in algorithms that can learn from logged data (``offline.path``)."""
+    return [name for name, plugin in builtin_plugins().items() if plugin.learns_from_logs]
+
+
+def online_algorithms() -> list[str]:
+    """The built-in algorithms that can sample a simulator."""
+    return [name for name, plugin in builtin_plugins().items() if not plugin.needs.logged_data]
 
 
 def check_offline(c: dict[str, Any], plugin: AlgorithmPlugin) -> None:
     """The offline group against the mode and algorithm; the data's sizes against the env."""
     off, mode, name = c["offline"], c["mode"], c["algo"]["name"]
     _require(off["name"] in OFFLINE_NAMES, "offline.name", off["name"], f"allowed: {', '.join(OFFLINE_NAMES)}")
-    known = offline_algorithms()
-    offline_algos = ", ".join(a for a, logged in known.items() if logged)
+    offline_algos = ", ".join(offline_algorithms())
     if mode == "train" and plugin.needs.logged_data and not off["path"]:
         raise ConfigError(f"offline.path: algo={name} learns from logged data; set offline.path=<Parquet file or dir> "
                           f"(record some with mode=record)")
-    if mode in ("train", "offline_study") and not plugin.needs.logged_data and (off["path"] or off["name"] != "none"):
+    if mode in ("train", "offline_study") and not plugin.learns_from_logs and (off["path"] or off["name"] != "none"):
         key = f"offline.path={off['path']}" if off["path"] else f"offline={off['name']}"
         raise ConfigError(f"{key}: algo={name} trains in the simulator; "
                           f"algorithms that learn from logged data: {offline_algos}")
@@ -227,10 +233,9 @@ def check_offline(c: dict[str, Any], plugin: AlgorithmPlugin) -> None:
         check_logged_data(c)
     if mode == "offline_study":
         study = c["study"]
-        _require(known.get(study["behaviour_algo"]) is False,
-                 "study.behaviour_algo", study["behaviour_algo"], "an online algorithm: "
-                 + ", ".join(a for a, logged in known.items() if not logged))
-        bad = [a for a in study["algos"] if not known.get(a)]
+        _require(study["behaviour_algo"] in online_algorithms(), "study.behaviour_algo", study["behaviour_algo"],
+                 "an online algorithm: " + ", ".join(online_algorithms()))
+        bad = [a for a in study["algos"] if a not in offline_algorithms()]
         _require(not bad, "study.algos", study["algos"], f"offline algorithms: {offline_algos}")
         _require(0.0 < study["record_epsilon"] <= 1.0, "study.record_epsilon", study["record_epsilon"],
                  "must be in (0, 1] (IS estimators need every slate possible)")

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any, Mapping
 
 import gymnasium as gym
+import numpy as np
 
 from recsys_exp.envs import gym_env, logged
 
@@ -162,6 +163,20 @@ class EnvSpec:
 
             env = make_env(self.name, **self._slate_kwargs(seed))
         return FlatSlateActions(env) if flatten_actions else env
+
+    def first_docs(self) -> np.ndarray:
+        """(N, D) float32: the candidates' features of one observation, from the simulator's first
+        reset (at the spec's seed) or, with ``env=logged``, the first logged row."""
+        if self.is_logged:
+            import pyarrow.parquet as pq
+
+            first = pq.ParquetFile(logged.data_files(self.params["path"])[0])
+            return np.asarray(first.read_row_group(0, columns=["docs"]).column(0)[0].as_py(), dtype=np.float32)
+        venv = self.vector_env(1)
+        try:
+            return np.asarray(venv.reset(seed=self.seed)[0]["doc"][0], dtype=np.float32)
+        finally:
+            venv.close()
 
     def _slate_kwargs(self, seed: int | None) -> dict[str, Any]:
         return {"num_candidates": self.num_candidates, "slate_size": self.slate_size,

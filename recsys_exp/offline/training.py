@@ -11,8 +11,14 @@ uses. Each iteration is ``updates_per_iteration`` (default 10) gradient updates,
 ``train_batch_size_per_learner`` rows; "env steps sampled" counts rows consumed (as RLlib's
 MARWIL does), so ``stop.timesteps`` bounds the data passes.
 
-The env stays configured: the runner evaluates the final policy in the simulator, and the
-checkpoints restore, evaluate and continue online like any other.
+The bandits (``lin_ucb``, ``lin_ts``, ``ucb1``, ``epsilon_greedy_bandit``, ``bernoulli_ts``) learn
+from the logs too when ``offline.path`` is set: their own closed-form learners absorb each
+training row once (:class:`LoggedRowsOnce`), the same statistics they would have gathered had
+they shown those slates themselves.
+
+The env stays configured: the runner evaluates the final policy in the simulator (with
+``env=logged``: off-policy, on the held-out sessions), and the checkpoints restore, evaluate and
+continue online like any other.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ from ray.rllib.algorithms.bc import BC, BCConfig
 from ray.rllib.algorithms.marwil import MARWIL, MARWILConfig
 from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+from recsys_exp.algorithms.bernoulli_ts import BernoulliTS, BernoulliTSConfig
 from recsys_exp.algorithms.common import encode_flat_slate
 from recsys_exp.algorithms.cql import CQLDQN, CQLDQNConfig, CQLSlateQ, CQLSlateQConfig
+from recsys_exp.algorithms.linear_bandit import LinearBandit, LinTSConfig, LinUCBConfig
+from recsys_exp.algorithms.stateless_bandit import EpsilonGreedyBanditConfig, StatelessBandit, UCB1Config
 from recsys_exp.offline.dataset import LoggedData, held_out_sessions, to_episodes
 
 
@@ -55,6 +64,10 @@ class LoggedRows:
         """About ``batch_size`` logged steps as RLlib episodes: chunks of up to ``length`` consecutive
         steps starting at uniformly drawn rows (``length`` 1: independent transitions)."""
         starts = self.rng.integers(0, self.data.num_rows, max(1, -(-batch_size // length)))
+        return self.episodes(starts, length)
+
+    def episodes(self, starts: np.ndarray, length: int = 1) -> list:
+        """RLlib episodes of up to ``length`` consecutive logged steps from each row of ``starts``."""
         return to_episodes(self.data, self.obs, self.next_obs, self.has_next, self.actions, starts, length,
                            self.action_logp)
 
@@ -77,6 +90,46 @@ class LoggedDataTraining:
                 episodes=episodes,
                 timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME)})
             self.metrics.aggregate(results, key=LEARNER_RESULTS)
+
+
+class LoggedRowsOnce:
+    """Mixin (first base) for the bandits: each iteration absorbs the next
+    ``train_batch_size_per_learner`` training rows of the logs, in one seeded random order, each row
+    once. A closed-form posterior must see every observation once (a second pass would count each
+    click twice and shrink the intervals for nothing), so the run is done after one pass over the
+    training rows, or earlier at ``stop.timesteps`` rows.
+
+    Iteration i takes rows ``order[i·B:(i+1)·B]``: the position is the restored iteration count,
+    so a resumed run continues where it stopped.
+    """
+
+    def setup(self, config):
+        super().setup(config)
+        self.logged = LoggedRows(self.config.logged_data_path, self.config.env, self.config.env_config,
+                                 self.config.seed or 0, self.config.logged_holdout)
+        self.row_order = np.random.default_rng(self.config.seed or 0).permutation(self.logged.data.num_rows)
+
+    def _rows_of(self, iteration: int) -> np.ndarray:
+        size = self.config.train_batch_size_per_learner
+        return self.row_order[iteration * size:(iteration + 1) * size]
+
+    def training_step(self) -> None:
+        rows = self._rows_of(self.iteration)
+        if not len(rows):
+            return
+        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, len(rows), reduce="lifetime_sum")
+        results = self.learner_group.update(
+            episodes=self.logged.episodes(rows),
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME)})
+        self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
+
+    def step(self):
+        result = super().step()
+        result["logged_rows_left"] = max(0, len(self.row_order) - (self.iteration + 1)
+                                         * self.config.train_batch_size_per_learner)
+        result["done"] = result["logged_rows_left"] == 0  # Tune stops the trial after one pass
+        return result
 
 
 def _offline_defaults(config) -> None:
@@ -161,3 +214,31 @@ class LoggedCQLDQN(LoggedDataTraining, CQLDQN):
     @classmethod
     def get_default_config(cls):
         return LoggedCQLDQNConfig()
+
+
+# --- the bandits, learning from logged rows (one pass; see LoggedRowsOnce) -------------------------
+def _logged_bandit(config_base: type, algo_base: type, name: str, doc: str) -> tuple[type, type]:
+    """``(Logged<name>Config, Logged<name>)``: ``config_base``'s algorithm with its rows from the logs."""
+
+    def __init__(self, algo_class=None):
+        config_base.__init__(self, algo_class=algo_class or algo)
+        _offline_defaults(self)
+        self.updates_per_iteration = 1  # one closed-form update on each batch of rows
+
+    config = type(f"Logged{name}Config", (config_base,), {"__init__": __init__, "__doc__": doc})
+    algo = type(f"Logged{name}", (LoggedRowsOnce, algo_base),
+                {"get_default_config": classmethod(lambda cls: config()), "__doc__": doc})
+    return config, algo
+
+
+LoggedLinUCBConfig, LoggedLinUCB = _logged_bandit(
+    LinUCBConfig, LinearBandit, "LinUCB", "LinUCB's ridge regression fit to logged (context, slot, click) rows.")
+LoggedLinTSConfig, LoggedLinTS = _logged_bandit(
+    LinTSConfig, LinearBandit, "LinTS", "Linear TS's ridge regression fit to logged (context, slot, click) rows.")
+LoggedUCB1Config, LoggedUCB1 = _logged_bandit(
+    UCB1Config, StatelessBandit, "UCB1", "UCB1's per-arm counts from the logged (arm, click) rows.")
+LoggedEpsilonGreedyBanditConfig, LoggedEpsilonGreedyBandit = _logged_bandit(
+    EpsilonGreedyBanditConfig, StatelessBandit, "EpsilonGreedyBandit",
+    "The ε-greedy bandit's per-arm counts from the logged (arm, click) rows.")
+LoggedBernoulliTSConfig, LoggedBernoulliTS = _logged_bandit(
+    BernoulliTSConfig, BernoulliTS, "BernoulliTS", "Bernoulli TS's Beta posteriors from the logged (arm, click) rows.")

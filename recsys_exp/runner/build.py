@@ -42,7 +42,10 @@ def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = N
     """
     algo = c["algo"]
     plugin, spec = load_plugin(algo), env_spec(c)
-    config_class = plugin.load_config_class()
+    # With offline.path, training reads the logged rows (the offline algorithms always do; the
+    # bandits then fit their statistics to the logs instead of sampling the env).
+    from_logs = bool(c["offline"]["path"]) and c["mode"] == "train" and plugin.learns_from_logs
+    config_class = plugin.load_config_class(logged=from_logs)
     config = config_class()
     config = (config.environment(env=spec.rllib_name, env_config=spec.rllib_env_config(algo["flatten_actions"]))
               .framework("torch")
@@ -56,7 +59,7 @@ def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = N
     config = config.env_runners(**runners)
     check_keywords(config_class, "training", "algo.training", algo["training"])
     config = config.training(**{**plugin.exploration_settings(c["exploration"]), **algo["training"]})
-    if plugin.needs.logged_data and c["offline"]["path"]:
+    if from_logs:
         config.logged_data_path = str(Path(c["offline"]["path"]).expanduser().resolve())
         # env=logged: the sessions held out for the final off-policy evaluation are never trained on.
         config.logged_holdout = c["offline"]["eval_fraction"] if spec.is_logged else 0.0
