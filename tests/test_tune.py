@@ -233,6 +233,7 @@ def test_pbt_perturbations_stay_inside_the_domain():
 
 SWEEP = ["algo=slateq", "tune=slateq_asha", "tune.num_samples=4", "tune.seeds=2", "tune.asha.grace_period=400",
          "stop.timesteps=1600", "algo.env_runners.num_envs_per_env_runner=4",
+         "algo.env_runners.rollout_fragment_length=50",  # 200 env steps and one update per iteration
          "algo.training.num_steps_sampled_before_learning_starts=100", "eval.episodes=4", "eval.num_envs=4",
          "logger.mode=disabled", "progress=false"]
 
