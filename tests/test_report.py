@@ -356,33 +356,5 @@ def test_cli_bad_dir_in_process(tmp_path: Path, capsys):
 
 # ---- real runs ---------------------------------------------------------------------------------
 
-def test_report_on_real_runs(ray_session, tmp_path: Path):
-    """Four real training runs (random and greedy x 2 seeds, 2 iterations of 200 env steps each, so
-    that episodes finish and the learning curves have points; in process, as the jobs of a
-    multirun write them), then the report on them. The ``-m`` CLI itself is tested in
-    tests/test_runner.py::test_multirun_runs_jobs_and_survives_a_failed_one."""
-    import recsys_exp
-
-    sweep = tmp_path / "mr"
-    # interest_evolution: greedy's default score (user-doc affinity) needs user features, which
-    # interest_exploration has none of (greedy would fail its config check there).
-    num = 0
-    for algo in ("random", "greedy"):
-        for seed in (0, 1):
-            result = recsys_exp.run([f"algo={algo}", f"seed={seed}", "env=interest_evolution", "stop.timesteps=400",
-                                     "algo.training.train_batch_size_per_learner=200",
-                                     "algo.env_runners.num_envs_per_env_runner=4", "eval.episodes=5",
-                                     "eval.num_envs=5", "logger.mode=disabled", "progress=false"],
-                                    run_dir=sweep / f"{num}_algo={algo},seed={seed}")
-            assert result.status == "completed"
-            num += 1
-    assert report_main([str(sweep)]) == 0
-    md = (sweep / "report.md").read_text()
-    assert "4 runs found: 4 completed, 0 failed, 0 missing or incomplete." in md
-    assert "## interest_evolution 10-2" in md
-    results = md.split("### Learning curves")[0]  # the results table, not the improvement matrix
-    table = [ln for ln in results.splitlines() if ln.startswith(("| random |", "| greedy |"))]
-    assert len(table) == 2 and all(ln.split(" | ")[1] == "2" for ln in table)
-    assert (sweep / "report_interest_evolution_10-2_curves.png").is_file()
-    assert (sweep / "report_interest_evolution_10-2_poi.png").is_file()
-    assert "data:image/png;base64," in (sweep / "report.html").read_text()
+# The report on real training runs (a -m multirun through the CLI, failed jobs included) is tested in
+# tests/test_runner.py::test_multirun_runs_jobs_survives_failed_ones_and_reports.

@@ -130,8 +130,10 @@ def fit_fqe(obs: np.ndarray, slates: np.ndarray, rewards: np.ndarray, next_obs: 
     rng = np.random.default_rng(config.seed)
     not_done = (~data["dones"]).to(torch.float32)
     next_values = torch.zeros(n)
-    # Small datasets get more passes: each regression must converge before the next refresh.
-    epochs = max(config.epochs_per_iteration, math.ceil(config.min_updates_per_iteration * config.batch_size / n))
+    # Small datasets get more passes: each regression must converge before the next refresh, so
+    # every iteration takes at least min_updates_per_iteration gradient steps.
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    epochs = max(config.epochs_per_iteration, math.ceil(config.min_updates_per_iteration / steps_per_epoch))
     for iteration in range(config.iterations):
         if iteration > 0:
             next_values = _support_values(q, data["next_obs"], data["next_support"], data["next_prob"])
