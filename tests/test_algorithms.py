@@ -84,7 +84,9 @@ LEARNERS = {
             "algo.training.minibatch_size=250", "model.hidden_sizes=[64,64]", "algo.training.gamma=0.5"),
     "dqn": ("algo=dqn", 20_000, "exploration.epsilon_timesteps=5000", "model.hidden_sizes=[64,64]",
             "algo.training.num_steps_sampled_before_learning_starts=500", "algo.training.gamma=0.5",
-            "algo.training.lr=0.002", "algo.training.target_network_update_freq=200"),
+            "algo.training.lr=0.002", "algo.training.target_network_update_freq=200",
+            # 64 env steps and 2 updates per iteration: the default replay ratio (4) in half the iterations.
+            "algo.env_runners.rollout_fragment_length=8", "+algo.training.training_intensity=4.0"),
 }
 
 
