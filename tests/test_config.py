@@ -180,25 +180,47 @@ def test_check_schema_defaults_choices():
 # ---------------------------------------------------------------------------------------------
 # 2. bad configs: one clear message naming the key, before Ray starts
 
-# (overrides, message fragment, raised by our validation (exit 2, one line) rather than by Hydra)
+# (overrides, message fragment, raised by our validation (exit 2, one line) rather than by Hydra).
+# Through the CLI: one case of each kind of error (Hydra's own, the typed schema, the semantic checks,
+# the RLlib keyword check that imports RLlib, a missing restore dir).
 CLI_ERRORS = [
     (["algo.stop_iter=3"], "'algo.stop_iter'", False),
     (["seed=abc"], "full_key: seed", False),
     (["+foo=1"], "foo: unknown key", True),
-    (["+algo.foo=1"], "algo.foo: unknown key", True),
-    (["exploration.final_epsilon=1.5"], "exploration.final_epsilon=1.5", True),
     (["env.slate_size=20"], "slate_size (20) must be <= num_candidates (10)", True),
-    (["env.params.no_such_constant=1"], "'env.params.no_such_constant'", False),
-    (["+env.params.no_such_constant=1"], "unknown parameter(s) no_such_constant", True),
-    (["env.name=nope"], "known envs: interest_evolution, long_term_satisfaction, interest_exploration", True),
-    (["algo=dqn", "algo.flatten_actions=false"], "algo.flatten_actions=False: dqn needs a Discrete", True),
-    (["mode=evaluate"], "mode=evaluate needs restore=", True),
-    (["logger.mode=loud"], "logger.mode='loud'", True),
-    (["model.activation=gelu"], "model.activation='gelu'", True),
-    (["stop.timesteps=0"], "stop.timesteps=0", True),
     (["restore=/nonexistent"], "restore=/nonexistent", True),
     (["+algo.training.lrr=0.1"], "algo.training.lrr", True),  # imports RLlib: slower
 ]
+# The same checks in process (recsys_exp.run raises the ConfigError the CLI prints as its one line).
+IN_PROCESS_ERRORS = [
+    (["+algo.foo=1"], "algo.foo: unknown key"),
+    (["exploration.final_epsilon=1.5"], "exploration.final_epsilon=1.5"),
+    (["+env.params.no_such_constant=1"], "unknown parameter(s) no_such_constant"),
+    (["env.params.no_such_constant=1"], "'env.params.no_such_constant'"),  # Hydra's: a key not in the group
+    (["env.name=nope"], "known envs: interest_evolution, long_term_satisfaction, interest_exploration"),
+    (["algo=dqn", "algo.flatten_actions=false"], "algo.flatten_actions=False: dqn needs a Discrete"),
+    (["mode=evaluate"], "mode=evaluate needs restore="),
+    (["logger.mode=loud"], "logger.mode='loud'"),
+    (["model.activation=gelu"], "model.activation='gelu'"),
+    (["stop.timesteps=0"], "stop.timesteps=0"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "fragment"),
+                         [pytest.param(*case, id=" ".join(case[0])) for case in IN_PROCESS_ERRORS])
+def test_run_rejects_bad_config_before_ray_and_writes_nothing(overrides, fragment, tmp_path, monkeypatch):
+    import ray
+
+    import recsys_exp
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("Ray started before the config error")
+
+    monkeypatch.setattr(ray, "init", tripwire)
+    with pytest.raises(ConfigError) as e:
+        recsys_exp.run(overrides, run_dir=tmp_path / "run")
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 @pytest.mark.parametrize(("overrides", "fragment", "ours"),
