@@ -177,6 +177,33 @@ def test_check_schema_defaults_choices():
     assert check_schema(cfg)["choices"] == {}
 
 
+def test_offline_estimators_and_their_settings_validate():
+    from recsys_exp.config.validate import OPE_ESTIMATORS
+    from recsys_exp.offline.ope import ALL_ESTIMATORS, ESTIMATORS
+
+    assert OPE_ESTIMATORS == ALL_ESTIMATORS
+    config = validate(*compose_cfg([]))
+    assert config["offline"]["estimators"] == list(ESTIMATORS)  # the default set is unchanged
+    assert (config["offline"]["clip"], config["offline"]["dros_lambda"], config["offline"]["switch_tau"]) == (
+        None, None, None)
+    config = validate(*compose_cfg(["offline.estimators=[ips,sndr,dros,switch_dr,rips]", "offline.select_by=dros",
+                                    "offline.clip=100", "offline.dros_lambda=0", "offline.switch_tau=50"]))
+    assert (config["offline"]["clip"], config["offline"]["dros_lambda"], config["offline"]["switch_tau"]) == (
+        100.0, 0.0, 50.0)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("offline.clip=0", "offline.clip=0.0: must be > 0 (the largest importance weight) or null (no clipping)"),
+    ("offline.dros_lambda=-1", "offline.dros_lambda=-1.0: must be >= 0"),
+    ("offline.switch_tau=-0.5", "offline.switch_tau=-0.5: must be >= 0"),
+    ("offline.estimators=[ips,magic]", "offline.estimators=['ips', 'magic']: allowed: a non-empty list of ips,"),
+])
+def test_offline_estimator_settings_are_rejected(override, message):
+    with pytest.raises(ConfigError) as e:
+        validate(*compose_cfg([override]))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. bad configs: one clear message naming the key, before Ray starts
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
-from recsys_exp.offline.ope import ESTIMATORS, OPEError, OPEInputs, check_propensities, estimate
+from recsys_exp.offline.ope import ALL_ESTIMATORS, ESTIMATORS, OPEError, OPEInputs, check_propensities, estimate
 
 N_ITEMS, SLATE_SIZE = 3, 2
 SLATES = np.array(list(itertools.permutations(range(N_ITEMS), SLATE_SIZE)))  # (6, 2)
@@ -30,6 +30,13 @@ def slot_marginals(policy: np.ndarray) -> np.ndarray:
         for k, item in enumerate(slate):
             out[:, k, item] += policy[:, a]
     return out
+
+
+def prefix_probs(policy: np.ndarray, states: np.ndarray, slates: np.ndarray) -> np.ndarray:
+    """(n, K) probability that slots 0..k show the logged slate's first k+1 items: slot 0's marginal,
+    then (K = 2) the whole slate's probability."""
+    first = slot_marginals(policy)[states, 0, SLATES[slates, 0]]
+    return np.stack([first, policy[states, slates]], axis=1)
 
 
 def mean_reward(attraction: np.ndarray) -> np.ndarray:
@@ -51,7 +58,8 @@ P_X_COUNTS = np.array([5, 3, 2])
 MU_COUNTS = np.array([[1, 2, 3, 1, 2, 3], [3, 1, 2, 2, 3, 1], [2, 2, 2, 2, 2, 2]])
 P_X = P_X_COUNTS / P_X_COUNTS.sum()
 MU = MU_COUNTS / MU_COUNTS.sum(1, keepdims=True)
-PI = np.array([[0.3, 0.4, 0.05, 0.05, 0.15, 0.05], [0.05, 0.05, 0.2, 0.4, 0.05, 0.25], [0.4, 0.1, 0.3, 0.1, 0.05, 0.05]])
+PI = np.array([[0.3, 0.4, 0.05, 0.05, 0.15, 0.05], [0.05, 0.05, 0.2, 0.4, 0.05, 0.25],
+               [0.4, 0.1, 0.3, 0.1, 0.05, 0.05]])
 ATTRACTION = np.array([[0.9, 0.3, 0.5], [0.2, 0.7, 0.4], [0.6, 0.6, 0.1]])
 R_BAR = mean_reward(ATTRACTION)
 V_PI = float(P_X @ (PI * R_BAR).sum(1))
@@ -68,7 +76,8 @@ def bandit_inputs(contexts: np.ndarray, slates: np.ndarray, clicks: np.ndarray) 
         target_prob=PI[contexts, slates],
         behaviour_slot_prob=slot_marginals(MU)[contexts[:, None], np.arange(SLATE_SIZE), items],
         target_slot_prob=slot_marginals(PI)[contexts[:, None], np.arange(SLATE_SIZE), items],
-        slot_reward=clicks, q_logged=np.full(n, Q_WRONG), v_target=np.full(n, Q_WRONG))
+        slot_reward=clicks, q_logged=np.full(n, Q_WRONG), v_target=np.full(n, Q_WRONG),
+        behaviour_prefix_prob=prefix_probs(MU, contexts, slates), target_prefix_prob=prefix_probs(PI, contexts, slates))
 
 
 def sample_bandit(rng: np.random.Generator, n: int) -> OPEInputs:
@@ -79,14 +88,21 @@ def sample_bandit(rng: np.random.Generator, n: int) -> OPEInputs:
     return bandit_inputs(contexts, slates, (rng.random(click_prob.shape) < click_prob).astype(float))
 
 
-def test_hand_built_bandit_matches_closed_forms():
-    inputs = OPEInputs(
+def hand_built_bandit() -> OPEInputs:
+    """Four one-step episodes with arbitrary valid numbers (slates of 2)."""
+    return OPEInputs(
         episode=np.array([7, 3, 9, 4]), reward=np.array([1.0, 0.0, 2.0, 1.0]),
         behaviour_prob=np.array([0.5, 0.25, 0.2, 0.8]), target_prob=np.array([0.25, 0.5, 0.6, 0.4]),
         q_logged=np.array([0.5, 0.2, 1.0, 0.7]), v_target=np.array([0.6, 0.3, 0.9, 0.8]),
         behaviour_slot_prob=np.array([[0.5, 0.5], [0.25, 1.0], [0.4, 0.5], [0.8, 0.8]]),
         target_slot_prob=np.array([[1.0, 0.5], [0.5, 0.5], [0.2, 1.0], [0.4, 0.2]]),
-        slot_reward=np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]]), gamma=0.5)
+        slot_reward=np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 1.0]]), gamma=0.5,
+        behaviour_prefix_prob=np.array([[0.5, 0.5], [0.25, 0.25], [0.4, 0.2], [0.8, 0.8]]),
+        target_prefix_prob=np.array([[1.0, 0.25], [0.5, 0.5], [0.9, 0.6], [0.4, 0.4]]))
+
+
+def test_hand_built_bandit_matches_closed_forms():
+    inputs = hand_built_bandit()
     w = inputs.target_prob / inputs.behaviour_prob  # [0.5, 2, 3, 0.5]
     r = inputs.reward
     result = estimate(inputs, n_bootstrap=0)
@@ -124,6 +140,189 @@ def test_hand_built_episodes_per_decision_weights():
     assert result["ips"]["n_episodes"] == 2 and result["ips"]["n_rows"] == 3
 
 
+def test_hand_built_bandit_new_estimators_match_obp():
+    """One-step rows: sndr, dros (fixed lambda), switch_dr (fixed tau), rips and clipping from their
+    formulas, written as OBP (github.com/st-tech/zr-obp, obp/ope/estimators.py and
+    estimators_slate.py) computes them on the same inputs: each round's q_hat(x, pi) + weight *
+    (r - q_hat(x, a)), averaged (SelfNormalizedDoublyRobust divides the weight by the mean weight;
+    DoublyRobustWithShrinkage's weight is lambda w / (w^2 + lambda); SwitchDoublyRobust's w 1{w <= tau};
+    DoublyRobust / InverseProbabilityWeighting with lambda_ = c clip to min(w, c)); RIPS sums each
+    slot's reward times its cascade weight and divides by the number of slates. OBP's SNIPW and SNDR
+    do not clip; our clipped snips and sndr are checked against the formula with min(w, c)."""
+    inputs = hand_built_bandit()
+    w = inputs.target_prob / inputs.behaviour_prob  # [0.5, 2, 3, 0.5]
+    r, q, v = inputs.reward, inputs.q_logged, inputs.v_target
+    lam, tau, c = 1.5, 1.0, 1.5
+    result = estimate(inputs, ["sndr", "dros", "switch_dr", "rips"], n_bootstrap=0, dros_lambda=lam, switch_tau=tau)
+
+    assert result["sndr"]["value"] == pytest.approx(np.mean(v + w * (r - q) / w.mean()), rel=1e-12)  # = 1.15
+    shrunk = lam * w / (w ** 2 + lam)
+    assert result["dros"]["value"] == pytest.approx(np.mean(v + shrunk * (r - q)), rel=1e-12)
+    switched = w * (w <= tau)  # [0.5, 0, 0, 0.5]
+    assert result["switch_dr"]["value"] == pytest.approx(np.mean(v + switched * (r - q)), rel=1e-12)
+    cascade = inputs.target_prefix_prob / inputs.behaviour_prefix_prob
+    assert result["rips"]["value"] == pytest.approx(np.sum(inputs.slot_reward * cascade) / 4, rel=1e-12)
+    assert result["dros"]["ess"] == pytest.approx(shrunk.sum() ** 2 / (shrunk ** 2).sum())
+    assert result["switch_dr"]["ess"] == pytest.approx(1.0 ** 2 / 0.5)  # two weights of 0.5
+    assert (result["dros"]["lambda"], result["dros"]["tuned"]) == (lam, False)
+    assert (result["switch_dr"]["tau"], result["switch_dr"]["tuned"], result["switch_dr"]["switched_share"]) == (
+        tau, False, 0.5)
+    assert result["sndr"]["clip"] is None and result["rips"]["clip"] is None
+
+    clipped = estimate(inputs, ["ips", "snips", "dr", "sndr", "iips", "rips", "dros"], n_bootstrap=0, clip=c,
+                       dros_lambda=lam)
+    wc = np.minimum(w, c)  # [0.5, 1.5, 1.5, 0.5]
+    assert clipped["ips"]["value"] == pytest.approx(np.mean(wc * r), rel=1e-12)
+    assert clipped["snips"]["value"] == pytest.approx(np.sum(wc * r) / np.sum(wc), rel=1e-12)
+    assert clipped["dr"]["value"] == pytest.approx(np.mean(v + wc * (r - q)), rel=1e-12)
+    assert clipped["sndr"]["value"] == pytest.approx(np.mean(v) + np.sum(wc * (r - q)) / np.sum(wc), rel=1e-12)
+    slot_w = np.minimum(inputs.target_slot_prob / inputs.behaviour_slot_prob, c)
+    assert clipped["iips"]["value"] == pytest.approx(np.mean((slot_w * inputs.slot_reward).sum(1)), rel=1e-12)
+    assert clipped["rips"]["value"] == pytest.approx(np.mean((np.minimum(cascade, c) * inputs.slot_reward).sum(1)),
+                                                     rel=1e-12)
+    assert clipped["ips"]["ess"] == pytest.approx(wc.sum() ** 2 / (wc ** 2).sum())
+    for name in ("ips", "snips", "dr", "sndr", "iips", "rips"):
+        assert clipped[name]["clip"] == c, name
+    # dros shrinks its own weights and ignores clip.
+    assert "clip" not in clipped["dros"] and clipped["dros"]["value"] == result["dros"]["value"]
+
+
+def test_dros_and_switch_dr_tuning_minimise_obps_mse_score():
+    """Tuned lambda / tau: the candidate minimising OBP's ``_estimate_mse_score`` with
+    ``use_bias_upper_bound=False`` (DoublyRobustWithShrinkage / SwitchDoublyRobust, as their
+    ``...Tuning(tuning_method="mse")`` classes use it): np.var(round rewards) / n + |mean((w - w_hat)
+    (r - q))|^2, over {inf, the powers of two 2^3 .. 2^-2 around the weights 0.5 .. 3 (squared for
+    lambda), 0}, the first (larger) one on ties."""
+    inputs = hand_built_bandit()
+    w = inputs.target_prob / inputs.behaviour_prob
+    r, q, v = inputs.reward, inputs.q_logged, inputs.v_target
+    powers = [8.0, 4.0, 2.0, 1.0, 0.5, 0.25]
+
+    def obp_score(w_hat: np.ndarray) -> tuple[float, float]:
+        rounds = v + w_hat * (r - q)
+        return np.var(rounds) / len(r) + abs(np.mean((w - w_hat) * (r - q))) ** 2, rounds.mean()
+
+    lambdas = [np.inf, *[p ** 2 for p in powers], 0.0]
+    dros = [obp_score(w if lam == np.inf else lam * w / (w ** 2 + lam)) for lam in lambdas]
+    taus = [np.inf, *powers, 0.0]
+    switch = [obp_score(w * (w <= tau)) for tau in taus]
+    best_lambda, best_tau = (int(np.argmin([score for score, _ in scores])) for scores in (dros, switch))
+    assert (lambdas[best_lambda], taus[best_tau]) == (4.0, 1.0)  # neither dr (inf) nor dm (0)
+
+    result = estimate(inputs, ["dros", "switch_dr"], n_bootstrap=0)
+    assert (result["dros"]["lambda"], result["dros"]["tuned"]) == (4.0, True)
+    assert result["dros"]["value"] == pytest.approx(dros[best_lambda][1], rel=1e-12)
+    assert (result["switch_dr"]["tau"], result["switch_dr"]["tuned"]) == (1.0, True)
+    assert result["switch_dr"]["value"] == pytest.approx(switch[best_tau][1], rel=1e-12)
+
+
+def test_hand_built_episodes_new_estimators():
+    """The episodes of test_hand_built_episodes_per_decision_weights (w = [2, 1 | 0.5]) with slates of 2:
+    sndr, clipping, dros, switch_dr (which stays switched) and rips, per decision, by hand."""
+    inputs = OPEInputs(
+        episode=np.array([0, 0, 1]), reward=np.array([1.0, 2.0, 3.0]),
+        behaviour_prob=np.array([0.5, 0.5, 0.5]), target_prob=np.array([1.0, 0.25, 0.25]),
+        q_logged=np.array([0.5, 1.0, 2.0]), v_target=np.array([0.7, 1.5, 2.5]), gamma=0.9,
+        slot_reward=np.array([[1.0, 0.0], [1.0, 1.0], [2.0, 1.0]]),
+        behaviour_prefix_prob=np.array([[0.8, 0.5], [0.6, 0.5], [0.9, 0.5]]),
+        target_prefix_prob=np.array([[1.0, 1.0], [0.5, 0.25], [0.5, 0.25]]))
+    g = 0.9
+    result = estimate(inputs, ["sndr", "dros", "switch_dr", "rips"], n_bootstrap=0, dros_lambda=2.0,
+                      switch_tau=1.5)
+    # sndr: t=0 correction (2 * 0.5 + 0.5 * 1) / (2 + 0.5), model (0.7 + 2.5) / 2; t=1 correction
+    # (1 * 1 + 0) / (1 + 0.5), model (2 * 1.5 + 0) / (2 + 0.5) (episode 1 carries its weight 0.5).
+    sndr = 1.5 / 2.5 + 3.2 / 2 + g * (1 / 1.5 + 3 / 2.5)
+    assert result["sndr"]["value"] == pytest.approx(sndr)
+    # dros, lambda = 2: 2w / (w^2 + 2) = 2/3 for w = 2 and w = 1, 4/9 for w = 0.5.
+    ep0 = 2 / 3 * 0.5 + 0.7 + g * (2 / 3 * 1 + 2 / 3 * 1.5)
+    ep1 = 4 / 9 * 1 + 2.5
+    assert result["dros"]["value"] == pytest.approx((ep0 + ep1) / 2)
+    # switch_dr, tau = 1.5: episode 0's weight 2 > 1.5 at t=0, so the model carries it from there (its
+    # weight 1 at t=1 stays switched off); episode 1 (0.5) keeps its correction. 2 of 3 rows switched.
+    assert result["switch_dr"]["value"] == pytest.approx((0.7 + (0.5 * 1 + 2.5)) / 2)
+    assert result["switch_dr"]["switched_share"] == pytest.approx(2 / 3)
+    # rips: slot k weighted by w_{t-1} * prefix ratio; w_{t-1} = 2 at episode 0's second step.
+    ep0 = (1 / 0.8) * 1 + g * 2 * ((0.5 / 0.6) * 1 + (0.25 / 0.5) * 1)
+    ep1 = (0.5 / 0.9) * 2 + (0.25 / 0.5) * 1
+    assert result["rips"]["value"] == pytest.approx((ep0 + ep1) / 2)
+    # ESS of the last steps' mean slot weights: 2 * (5/6 + 1/2) / 2 = 4/3 and (5/9 + 1/2) / 2 = 19/36.
+    last = np.array([4 / 3, 19 / 36])
+    assert result["rips"]["ess"] == pytest.approx(last.sum() ** 2 / (last ** 2).sum())
+
+    clipped = estimate(inputs, ["ips", "dr", "sndr"], n_bootstrap=0, clip=1.5)  # w -> [1.5, 1 | 0.5]
+    assert clipped["ips"]["value"] == pytest.approx((1.5 * 1 + g * 1 * 2 + 0.5 * 3) / 2)
+    ep0 = 1.5 * (1 - 0.5) + 0.7 + g * (1 * (2 - 1.0) + 1.5 * 1.5)
+    ep1 = 0.5 * (3 - 2.0) + 2.5
+    assert clipped["dr"]["value"] == pytest.approx((ep0 + ep1) / 2)
+    sndr = (1.5 * 0.5 + 0.5 * 1) / 2.0 + 3.2 / 2 + g * (1 / 1.5 + 1.5 * 1.5 / 2.0)
+    assert clipped["sndr"]["value"] == pytest.approx(sndr)
+
+
+def test_sequential_dros_tuning_by_hand():
+    """Tuned dros on the two episodes above: each episode's per-decision value written out for every
+    candidate lambda in {inf, 16, 4, 1, 1/4, 1/16, 0} (powers 2^2 .. 2^-2 around the weights 0.5 .. 2),
+    scored by Var_n / n + (mean (dr - dros))^2."""
+    inputs = OPEInputs(
+        episode=np.array([0, 0, 1]), reward=np.array([1.0, 2.0, 3.0]),
+        behaviour_prob=np.array([0.5, 0.5, 0.5]), target_prob=np.array([1.0, 0.25, 0.25]),
+        q_logged=np.array([0.5, 1.0, 2.0]), v_target=np.array([0.7, 1.5, 2.5]), gamma=0.9)
+
+    def episodes(f) -> np.ndarray:  # f maps a weight to the weight used
+        return np.array([f(2) * (1 - 0.5) + 0.7 + 0.9 * (f(1) * (2 - 1) + f(2) * 1.5), f(0.5) * (3 - 2) + 2.5])
+
+    dr = episodes(lambda x: x)
+    lambdas = [np.inf, 16.0, 4.0, 1.0, 0.25, 0.0625, 0.0]
+    values = [dr if lam == np.inf else episodes(lambda x, lam=lam: lam * x / (x ** 2 + lam)) for lam in lambdas]
+    scores = [np.var(e) / 2 + np.mean(dr - e) ** 2 for e in values]
+    best = int(np.argmin(scores))
+    assert lambdas[best] == 16.0  # shrinks: neither dr nor dm
+    result = estimate(inputs, ["dros"], n_bootstrap=0)["dros"]
+    assert result["lambda"] == (None if lambdas[best] == np.inf else lambdas[best])
+    assert result["value"] == pytest.approx(values[best].mean())
+
+
+def test_estimator_settings_are_checked():
+    inputs = hand_built_bandit()
+    for kwargs, match in [({"clip": 0}, "clip must be a number > 0"), ({"clip": -1.0}, "clip must"),
+                          ({"dros_lambda": -0.5}, "dros_lambda must be a number >= 0"),
+                          ({"switch_tau": float("nan")}, "switch_tau must"), ({"clip": "big"}, "clip must")]:
+        with pytest.raises(OPEError, match=match):
+            estimate(inputs, ["ips"], n_bootstrap=0, **kwargs)
+    # dm = dros with lambda 0 = switch_dr with tau 0; no clipping = clip inf
+    zero = estimate(inputs, ["dm", "dros", "switch_dr"], n_bootstrap=0, dros_lambda=0, switch_tau=0)
+    assert zero["dros"]["value"] == zero["switch_dr"]["value"] == pytest.approx(zero["dm"]["value"], rel=1e-12)
+    assert estimate(inputs, ["ips"], n_bootstrap=0, clip=np.inf)["ips"]["value"] == estimate(
+        inputs, ["ips"], n_bootstrap=0)["ips"]["value"]
+    assert set(ALL_ESTIMATORS) == set(ESTIMATORS) | {"sndr", "dros", "switch_dr", "rips"}
+
+
+def test_prefix_probabilities():
+    """Target cascade probabilities from an enumerated slate distribution; behaviour ones from the logs
+    (slot 0's marginal and the slate's propensity; unknown in between)."""
+    from types import SimpleNamespace
+
+    from recsys_exp.offline.evaluation import behaviour_prefix_probability, prefix_probability
+
+    support = np.array([[[0, 1], [0, 2], [1, 0]]] * 3)
+    probs = np.array([[0.5, 0.3, 0.2]] * 3)
+    logged = np.array([[0, 2], [2, 0], [1, 0]])
+    np.testing.assert_allclose(prefix_probability(support, probs, logged), [[0.8, 0.3], [0.0, 0.0], [0.2, 0.2]])
+    data = SimpleNamespace(num_rows=2, slate_size=3, propensity=np.array([0.1, 0.05]),
+                           slot_propensity=np.array([[0.5, 0.4, 0.3], [0.2, 0.2, 0.2]]))
+    np.testing.assert_array_equal(behaviour_prefix_probability(data), [[0.5, np.nan, 0.1], [0.2, np.nan, 0.05]])
+
+
+def test_rips_without_middle_prefix_propensities_says_why():
+    inputs = episodic_inputs()
+    inputs.behaviour_prefix_prob = np.array([[0.5, np.nan, 0.25]] * 6)
+    inputs.target_prefix_prob = np.full((6, 3), 0.25)
+    inputs.slot_reward = np.ones((6, 3))
+    with pytest.raises(OPEError, match=r"^behaviour prefix propensity missing \(NaN\) in 6 rows: .*; IS-based "
+                                       r"estimators \(rips\) need it — rips needs the behaviour probability of every "
+                                       r"slate prefix; .*slates of up to 2 items$"):
+        check_propensities(inputs, ["rips"])
+
+
 def test_complete_bandit_dataset_gives_the_true_value_exactly():
     """Each (x, A) repeated p(x) mu(A|x) * 120 times with its mean reward: E_mu[estimate] == V(pi)."""
     pairs = [(x, a) for x in range(len(P_X)) for a in range(len(SLATES))
@@ -134,20 +333,29 @@ def test_complete_bandit_dataset_gives_the_true_value_exactly():
     result = estimate(inputs, n_bootstrap=0)
     for name in ("ips", "snips", "dr", "iips"):
         assert result[name]["value"] == pytest.approx(V_PI, rel=1e-12), name
-    # With the true model dm is exact too (and dr still is).
+    # sndr (the mean weight is exactly 1 here), rips (the additive reward satisfies the cascade
+    # assumption), and dros / switch_dr without shrinkage or switching, all with the wrong model.
+    new = estimate(inputs, ["sndr", "rips", "dros", "switch_dr"], n_bootstrap=0, dros_lambda=np.inf,
+                   switch_tau=np.inf)
+    for name, entry in new.items():
+        assert entry["value"] == pytest.approx(V_PI, rel=1e-12), name
+    # With the true model dm is exact too (and the dr family still is, whatever lambda / tau).
     true_model = replace(inputs, q_logged=R_BAR[contexts, slates], v_target=(PI * R_BAR).sum(1)[contexts])
-    for name, entry in estimate(true_model, ["dm", "dr"], n_bootstrap=0).items():
+    for name, entry in estimate(true_model, ["dm", "dr", "sndr", "dros", "switch_dr"], n_bootstrap=0).items():
+        assert entry["value"] == pytest.approx(V_PI, rel=1e-12), name
+    fixed = estimate(true_model, ["dros", "switch_dr"], n_bootstrap=0, dros_lambda=0.5, switch_tau=1.0)
+    for name, entry in fixed.items():
         assert entry["value"] == pytest.approx(V_PI, rel=1e-12), name
 
 
 def test_bandit_estimators_are_unbiased():
     rng = np.random.default_rng(1)
     n_datasets, n_rows = 2000, 50
-    names = ("ips", "dr", "iips", "snips")
+    names = ("ips", "dr", "iips", "rips", "snips")
     values = np.array([[estimate(sample_bandit(rng, n_rows), names, n_bootstrap=0)[name]["value"] for name in names]
                        for _ in range(n_datasets)])
     mean, sem = values.mean(0), values.std(0, ddof=1) / np.sqrt(n_datasets)
-    for j, name in enumerate(names[:3]):
+    for j, name in enumerate(names[:4]):
         assert abs(mean[j] - V_PI) < 4 * sem[j], (name, mean[j], V_PI, sem[j])
     # The test has power: the logging policy's own value is far away, and iips is the tightest.
     assert abs(V_MU - V_PI) > 15 * sem.max()
@@ -192,6 +400,10 @@ def test_bootstrap_is_deterministic_and_brackets_the_estimate():
         low, high = first[name]["ci95"]
         assert low <= first[name]["value"] <= high and first[name]["std_err"] > 0, name
     assert first["dm"]["ci95"] == pytest.approx([Q_WRONG, Q_WRONG])  # a constant model has no spread
+    extra = estimate(inputs, ["sndr", "dros", "switch_dr", "rips"], n_bootstrap=300, seed=11, clip=20.0)
+    for name, entry in extra.items():
+        low, high = entry["ci95"]
+        assert low <= entry["value"] <= high and entry["std_err"] > 0, name
     narrow = estimate(inputs, ["ips"], n_bootstrap=300, seed=11, confidence=0.5)["ips"]["ci95"]
     assert first["ips"]["ci95"][0] < narrow[0] < narrow[1] < first["ips"]["ci95"][1]
 
@@ -254,13 +466,14 @@ def sample_episodes(rng: np.random.Generator, n_episodes: int, true_model: bool 
         behaviour_prob=MU_SEQ[s, a], target_prob=PI_SEQ[s, a],
         behaviour_slot_prob=slot_marginals(MU_SEQ)[s[:, None], np.arange(SLATE_SIZE), items],
         target_slot_prob=slot_marginals(PI_SEQ)[s[:, None], np.arange(SLATE_SIZE), items],
-        slot_reward=rows["clicks"], q_logged=q_logged, v_target=v_target, gamma=GAMMA)
+        slot_reward=rows["clicks"], q_logged=q_logged, v_target=v_target, gamma=GAMMA,
+        behaviour_prefix_prob=prefix_probs(MU_SEQ, s, a), target_prefix_prob=prefix_probs(PI_SEQ, s, a))
 
 
 def test_sequential_estimators_are_unbiased():
     rng = np.random.default_rng(6)
     n_datasets = 800
-    names = ("ips", "dr", "iips")
+    names = ("ips", "dr", "iips", "rips")
     wrong, right = [], []
     for _ in range(n_datasets):
         wrong.append([estimate(sample_episodes(rng, 40), names, n_bootstrap=0)[n]["value"] for n in names])

@@ -21,7 +21,7 @@ from recsys_exp.errors import ConfigError
 MODES = ("train", "evaluate", "record", "offline_study", "serve")
 LOGGER_MODES = ("offline", "online", "disabled")
 OFFLINE_NAMES = ("none", "logged", "bc", "marwil", "cql")
-OPE_ESTIMATORS = ("ips", "snips", "dm", "dr", "iips")
+OPE_ESTIMATORS = ("ips", "snips", "dm", "dr", "iips", "sndr", "dros", "switch_dr", "rips")  # = ope.ALL_ESTIMATORS
 ACTIVATIONS = ("relu", "tanh", "swish", "silu", "elu", "linear")
 EXPLORATIONS = ("none", "epsilon_greedy", "ucb", "thompson")
 MAX_FLAT_ACTIONS = 100_000
@@ -229,6 +229,12 @@ def check_offline(c: dict[str, Any], plugin: AlgorithmPlugin) -> None:
     _require(off["bootstrap"] >= 0, "offline.bootstrap", off["bootstrap"], "must be >= 0 (0 = no interval)")
     _require(0.0 <= off["gamma"] <= 1.0, "offline.gamma", off["gamma"], "must be in [0, 1]")
     _positive(c, "offline.fqe_iterations", allow_none=True)
+    _require(off["clip"] is None or off["clip"] > 0, "offline.clip", off["clip"],
+             "must be > 0 (the largest importance weight) or null (no clipping)")
+    _require(off["dros_lambda"] is None or off["dros_lambda"] >= 0, "offline.dros_lambda", off["dros_lambda"],
+             "must be >= 0 (0 = dm, larger = closer to dr) or null (tuned)")
+    _require(off["switch_tau"] is None or off["switch_tau"] >= 0, "offline.switch_tau", off["switch_tau"],
+             "must be >= 0 (the largest importance weight dr's correction keeps) or null (tuned)")
     if off["path"] and mode in ("train", "evaluate"):
         check_logged_data(c)
     if mode == "offline_study":

@@ -31,12 +31,12 @@ def target_policy(c: dict[str, Any], checkpoint: str | Path):
 
 def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe_iters: int | None, seed: int):
     """Everything the estimators need from logged ``data`` and a target ``policy``; fits FQE
-    (``fqe_iters`` refreshes, None = the horizon) only when ``dm`` or ``dr`` is asked for.
-    Returns (OPEInputs, info dict)."""
+    (``fqe_iters`` refreshes, None = the horizon) only when an estimator that reads it (dm, or dr,
+    sndr, dros, switch_dr) is asked for. Returns (OPEInputs, info dict)."""
     from recsys_exp.algorithms.slates import NotEnumerable
     from recsys_exp.envs.layout import slate_layout
     from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
-    from recsys_exp.offline.ope import OPEInputs, check_propensities
+    from recsys_exp.offline.ope import MODEL_ESTIMATORS, OPEInputs, check_propensities
     from recsys_exp.runner.policy import slate_probability, slot_probability
 
     obs, next_obs, has_next = data.observations(space)
@@ -53,13 +53,14 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
         episode=data.episode_id, reward=data.reward, behaviour_prob=data.propensity,
         target_prob=slate_probability(support, probs, data.slate), behaviour_slot_prob=data.slot_propensity,
         target_slot_prob=slot_probability(support, probs, data.slate), slot_reward=slot_reward, gamma=gamma,
-        row_labels=_RowLabels(data))
-    # Propensity problems surface before the costly model fit (dr needs what ips needs).
-    weighted = sorted({"ips" if e == "dr" else e for e in estimators} - {"dm"})
+        row_labels=_RowLabels(data), behaviour_prefix_prob=behaviour_prefix_probability(data),
+        target_prefix_prob=prefix_probability(support, probs, data.slate))
+    # Propensity problems surface before the costly model fit (the dr family needs what ips needs).
+    weighted = sorted({"ips" if e in MODEL_ESTIMATORS else e for e in estimators if e != "dm"})
     if weighted:
         check_propensities(inputs, weighted)
     info: dict[str, Any] = {}
-    if {"dm", "dr"} & set(estimators):
+    if set(MODEL_ESTIMATORS) & set(estimators):
         start = time.perf_counter()
         next_support, next_probs = policy.support(next_obs, explore)
         done = data.terminated | ~has_next
@@ -72,6 +73,22 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
         info["fqe"] = {"iterations": iterations, "hidden_sizes": list(config.hidden_sizes),
                        "seconds": time.perf_counter() - start}
     return inputs, info
+
+
+def prefix_probability(support: np.ndarray, probs: np.ndarray, slates: np.ndarray) -> np.ndarray:
+    """π(slots 0..k show A_0..A_k | s) of slates (B, K) under a distribution ``(support (B, M, K),
+    probs (B, M))``: (B, K), the cascade probabilities rips weights slot k by."""
+    prefix_match = np.logical_and.accumulate(support == slates[:, None, :], axis=-1)  # (B, M, K)
+    return (probs[:, :, None] * prefix_match).sum(1)
+
+
+def behaviour_prefix_probability(data) -> np.ndarray:
+    """μ(slots 0..k show A_0..A_k | s) from the logs: (n, K), slot 0's from ``slot_propensity``, the
+    last slot's from the slate ``propensity``, NaN (not logged) in between."""
+    prefix = np.full((data.num_rows, data.slate_size), np.nan)
+    prefix[:, 0] = data.slot_propensity[:, 0]
+    prefix[:, -1] = data.propensity
+    return prefix
 
 
 def simulated_value(c: dict[str, Any], policy, explore: bool, gamma: float, episodes: int, seed: int) -> dict[str, Any]:
@@ -164,13 +181,14 @@ def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path, held_out: b
         explore = off["target"] == "explore"
         inputs, info = ope_inputs(data, policy, space, explore, off["gamma"], off["estimators"],
                                   off["fqe_iterations"], c["seed"])
-        estimates = estimate(inputs, off["estimators"], n_bootstrap=off["bootstrap"], seed=c["seed"])
+        estimates = estimate(inputs, off["estimators"], n_bootstrap=off["bootstrap"], seed=c["seed"],
+                             clip=off["clip"], dros_lambda=off["dros_lambda"], switch_tau=off["switch_tau"])
     except (OPEError, DataError) as e:
         raise ConfigError(f"offline.path={off['path']}: {e}") from None
     truth = None if spec.is_logged else simulated_value(c, policy, explore, off["gamma"], c["eval"]["episodes"],
                                                         eval_seed(c["seed"]))
     return {"estimates": estimates, **({"simulated": truth} if truth else {}), "target": off["target"],
-            "gamma": off["gamma"], "checkpoint": str(checkpoint), "held_out": held_out,
+            "gamma": off["gamma"], "clip": off["clip"], "checkpoint": str(checkpoint), "held_out": held_out,
             "data": {"path": str(off["path"]), "rows": data.num_rows,
                      "episodes": int(data.first_rows().sum()), "behaviour": data.meta.get("algo"),
                      "behaviour_exploration": data.meta.get("exploration")},

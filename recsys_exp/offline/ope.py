@@ -37,31 +37,88 @@ Notation: ``rho_t = pi(A_t|s_t) / mu(A_t|s_t)``; the cumulative weight
   Unbiased when the reward is a sum of per-slot terms that depend only on the item in that slot,
   with far lower variance than whole-slate weights.
 
+* ``sndr`` -- self-normalised (weighted) per-decision DR, the WDR of Thomas & Brunskill 2016
+  ("Data-efficient off-policy policy evaluation for reinforcement learning", ICML)::
+
+      V = sum_t gamma^t [ (sum_i w_{i,t} (r_{i,t} - q_logged_{i,t})) / (sum_i w_{i,t})
+                        + (sum_i w_{i,t-1} v_target_{i,t}) / (sum_i w_{i,t-1}) ]
+
+  padded as snips (past its end an episode keeps its final weight and contributes 0). With one
+  step per episode: ``DM + sum_i w_i (r_i - q_i) / sum_i w_i`` (OBP's SelfNormalizedDoublyRobust).
+
+* ``dros`` -- DR with optimistic shrinkage (Su, Dimakopoulou, Krishnamurthy & Dudik, "Doubly robust
+  off-policy evaluation with shrinkage", ICML 2020), made per-decision: dr with every weight
+  ``w_{i,t}`` (t >= 0) replaced by ``lambda w / (w^2 + lambda)``; ``lambda = 0`` is dm, ``lambda -> inf``
+  is dr. ``lambda`` is given (``dros_lambda``) or tuned: the candidate minimising the estimated MSE
+  ``Var_n(V_i(lambda)) / n + (mean_i [V_i(dr) - V_i(lambda)])^2`` (``V_i`` an episode's term, ``Var_n``
+  with ddof 0; Su et al.'s Sec. 5 with the direct bias estimate, as OBP's
+  ``DoublyRobustWithShrinkageTuning(tuning_method="mse", use_bias_upper_bound=False)``) over
+  ``lambda`` in {inf, 4^k for every 2^k from just above the largest to just below the smallest
+  positive weight (at most 64), 0}; on ties the larger ``lambda``.
+
+* ``switch_dr`` -- switch-DR (Wang, Agarwal & Dudik, "Optimal and adaptive off-policy evaluation in
+  contextual bandits", ICML 2017), made per-decision: dr with ``w_{i,t}`` replaced by
+  ``w_{i,t} 1{max_{t' <= t} w_{i,t'} <= tau}``, so once an episode's cumulative weight exceeds
+  ``tau`` its model term ``w_{i,t-1} v_target_{i,t}`` carries the rest of it. With one step:
+  ``DM + (1/n) sum_i w_i 1{w_i <= tau} (r_i - q_i)`` (OBP's SwitchDoublyRobust). ``tau`` is given
+  (``switch_tau``) or tuned as dros's ``lambda`` over {inf, the same powers 2^k, 0}.
+
+* ``rips`` -- reward-interaction IPS for slates (McInerney, Brost, Chandar, Mehrotra & Carterette,
+  "Counterfactual evaluation of slate recommendations with sequential reward interactions", KDD
+  2020; the IPS part of Kiyohara et al.'s cascade-DR, WSDM 2022; OBP's SlateRewardInteractionIPS),
+  made per-decision::
+
+      V = (1/n) sum_i sum_t gamma^t w_{i,t-1} sum_k [pi_{0:k} / mu_{0:k}]_{i,t} slot_reward_{i,t,k}
+
+  where ``pi_{0:k} = pi(slots 0..k show A_0..A_k | s) = prod_{j <= k} pi(A_j | s, A_0..A_{j-1})``:
+  slot k's weight is the product of the per-slot (conditional) weights of slots 0..k. Unbiased
+  under the cascade assumption (slot k's expected reward depends on the state and slots 0..k
+  only), which the item-position model of iips is a special case of.
+
+Weight clipping (``clip = c``; Ionides 2008, "Truncated importance sampling"): in ips, snips, dr,
+sndr, iips and rips every importance weight that multiplies a reward or model term -- ``w_{i,t}``,
+``w_{i,t-1}`` for t >= 1, ``w_{i,t-1} pi_k / mu_k`` and ``w_{i,t-1} pi_{0:k} / mu_{0:k}`` -- becomes
+``min(weight, c)`` (``w_{i,-1} = 1`` is not a weight). dros and switch_dr bound their weights
+themselves and do not clip.
+
 With one row per episode (the contextual-bandit case) these are the standard bandit IPS, SNIPS,
-DM, DR and IIPS estimators. Confidence intervals are percentile bootstraps over episodes.
+DM, DR, SNDR, DRos, switch-DR, IIPS and RIPS estimators. Confidence intervals are percentile
+bootstraps over episodes (dros's ``lambda`` and switch_dr's ``tau`` are chosen once on all episodes
+and held fixed in the resamples, as OBP does: the interval leaves out the tuning's variability).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+# The default set (``offline.estimators``'s default) and every estimator.
 ESTIMATORS = ("ips", "snips", "dm", "dr", "iips")
-IS_ESTIMATORS = ("ips", "snips", "dr", "iips")
+ALL_ESTIMATORS = (*ESTIMATORS, "sndr", "dros", "switch_dr", "rips")
+IS_ESTIMATORS = ("ips", "snips", "dr", "iips", "sndr", "dros", "switch_dr", "rips")
+MODEL_ESTIMATORS = ("dm", "dr", "sndr", "dros", "switch_dr")  # read q_logged / v_target
 
+_DR = ("reward", "behaviour_prob", "target_prob", "q_logged", "v_target")
 # The input fields each estimator reads (besides ``episode``).
 _NEEDS: dict[str, tuple[str, ...]] = {
     "ips": ("reward", "behaviour_prob", "target_prob"),
     "snips": ("reward", "behaviour_prob", "target_prob"),
     "dm": ("v_target",),
-    "dr": ("reward", "behaviour_prob", "target_prob", "q_logged", "v_target"),
+    "dr": _DR, "sndr": _DR, "dros": _DR, "switch_dr": _DR,
     "iips": ("behaviour_prob", "target_prob", "behaviour_slot_prob", "target_slot_prob", "slot_reward"),
+    "rips": ("behaviour_prob", "target_prob", "behaviour_prefix_prob", "target_prefix_prob", "slot_reward"),
 }
-_SLOT_FIELDS = ("behaviour_slot_prob", "target_slot_prob", "slot_reward")
+# Estimators that weight each row by the current slate weight (all rows' propensities are used);
+# iips and rips use only w_{t-1} and their per-slot weights.
+_SLATE_WEIGHTED = ("ips", "snips", "dr", "sndr", "dros", "switch_dr")
+_SLOT_FIELDS = ("behaviour_slot_prob", "target_slot_prob", "slot_reward", "behaviour_prefix_prob",
+                "target_prefix_prob")
 _VALUE_FIELDS = ("reward", "q_logged", "v_target", "slot_reward")
 _MAX_LISTED_ROWS = 5
+_MAX_CANDIDATES = 64  # powers of two tried by dros / switch_dr tuning (besides 0 and inf)
 # Bootstrap resample counts held in memory at once (float64 cells, i.e. 16 MB).
 _BOOTSTRAP_CHUNK_CELLS = 2_000_000
 
@@ -85,6 +142,17 @@ class OPEInputs:
     v_target: np.ndarray | None = None  # (n,) V^pi(s_t) = sum_A pi(A|s_t) Q(s_t, A)
     gamma: float = 1.0
     row_labels: Sequence[str] | None = None  # e.g. "row 17 (episode 3, step 4)", for error messages
+    behaviour_prefix_prob: np.ndarray | None = None  # (n, K) mu(slots 0..k = A_t,0..A_t,k | s_t), for rips
+    target_prefix_prob: np.ndarray | None = None  # (n, K) pi(slots 0..k = A_t,0..A_t,k | s_t)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The estimators' hyperparameters (None: no clipping; dros / switch_dr tuned)."""
+
+    clip: float | None = None
+    dros_lambda: float | None = None
+    switch_tau: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +185,12 @@ class _Layout:
         """Per-row values -> (E, 1) per-episode sums."""
         return np.bincount(self.index, weights=values, minlength=self.n_episodes)[:, None]
 
+    def at_rows(self, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An (E, T) weight grid -> per-row (w_{i,t}, w_{i,t-1}), the latter 1 at step 0."""
+        row = grid[self.index, self.step]
+        prev = np.where(self.step > 0, grid[self.index, np.maximum(self.step - 1, 0)], 1.0)
+        return row, prev
+
 
 @dataclass(frozen=True)
 class _Weights:
@@ -128,52 +202,74 @@ class _Weights:
     discount: np.ndarray  # (n,) gamma^t
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """One estimator as per-episode terms: V = sum_t' (sum_i num_{i,t'}) / (sum_i den_{i,t'})."""
+
+    num: np.ndarray  # (E, T')
+    den: np.ndarray  # (E, T')
+    ess_weights: np.ndarray | None = None  # (E,) each episode's final weight as used (IS estimators)
+    info: dict = dataclasses.field(default_factory=dict)  # settings recorded next to the estimate
+
+
 def check_propensities(inputs: OPEInputs, estimators: Sequence[str]) -> None:
     """Raise :class:`OPEError` unless ``inputs`` hold everything ``estimators`` need, valid.
 
-    IS-based estimators need finite behaviour propensities in (0, 1] (iips also per slot) and
-    target probabilities in [0, 1]; dm and dr need the model outputs. The message counts the bad
-    rows and names the first few.
+    IS-based estimators need finite behaviour propensities in (0, 1] (iips also per slot, rips
+    per slate prefix) and target probabilities in [0, 1]; dm and the dr family need the model
+    outputs. The message counts the bad rows and names the first few.
     """
     _validate(_as_arrays(inputs), _check_names(estimators))
 
 
 def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootstrap: int = 1000,
-             seed: int = 0, confidence: float = 0.95) -> dict[str, dict]:
+             seed: int = 0, confidence: float = 0.95, clip: float | None = None,
+             dros_lambda: float | None = None, switch_tau: float | None = None) -> dict[str, dict]:
     """Estimate ``V(pi)`` with each of ``estimators``, with bootstrap confidence intervals.
 
     Returns ``{name: {"value", "ci95": [low, high], "std_err", "n_episodes", "n_rows"}}`` in the
-    requested order, plus ``"ess"`` for IS estimators. ``ci95`` is the percentile interval at
-    ``confidence`` (the key keeps its name) over ``n_bootstrap`` resamples of whole episodes
-    drawn with ``numpy.random.default_rng(seed)``; ``std_err`` is the bootstrap standard
-    deviation. ``n_bootstrap=0`` skips the bootstrap (ci95 and std_err are NaN).
+    requested order, plus ``"ess"`` (Kish, of the episodes' final weights as the estimator uses
+    them) for IS estimators. ``ci95`` is the percentile interval at ``confidence`` (the key keeps
+    its name) over ``n_bootstrap`` resamples of whole episodes drawn with
+    ``numpy.random.default_rng(seed)``; ``std_err`` is the bootstrap standard deviation.
+    ``n_bootstrap=0`` skips the bootstrap (ci95 and std_err are NaN).
+
+    ``clip`` (> 0; None = none) caps the importance weights of ips, snips, dr, sndr, iips and rips,
+    whose entries record it as ``"clip"``. ``dros_lambda`` (>= 0) and ``switch_tau`` (>= 0) fix
+    dros's shrinkage and switch_dr's threshold; None tunes them (module docstring). dros's entry
+    holds ``"lambda"``, switch_dr's ``"tau"`` and ``"switched_share"`` (the share of rows whose
+    weight is switched off), each with ``"tuned"``; None stands for infinity (no shrinkage, no switch).
     """
     names = _check_names(estimators)
     if not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
         raise OPEError(f"n_bootstrap must be an integer >= 0, got {n_bootstrap!r}")
     if not 0.0 < confidence < 1.0:
         raise OPEError(f"confidence must be in (0, 1), got {confidence!r}")
+    settings = _Settings(clip=_check_setting("clip", clip, zero_ok=False),
+                         dros_lambda=_check_setting("dros_lambda", dros_lambda, zero_ok=True),
+                         switch_tau=_check_setting("switch_tau", switch_tau, zero_ok=True))
     inputs = _as_arrays(inputs)
     layout = _validate(inputs, names)
     weights = _weights(inputs, layout, names)
-    terms = {name: _TERMS[name](inputs, layout, weights) for name in names}
-    replicates = _bootstrap(terms, layout.n_episodes, n_bootstrap, np.random.default_rng(seed))
+    terms = {name: _TERMS[name](inputs, layout, weights, settings) for name in names}
+    replicates = _bootstrap({name: (t.num, t.den) for name, t in terms.items()}, layout.n_episodes, n_bootstrap,
+                            np.random.default_rng(seed))
     alpha = 1.0 - confidence
     results: dict[str, dict] = {}
     for name in names:
-        num, den = terms[name]
+        term = terms[name]
         reps = replicates[name]
         ci = np.quantile(reps, [alpha / 2, 1 - alpha / 2]) if n_bootstrap else [np.nan, np.nan]
         entry = {
-            "value": float(_ratio_value(num.sum(0), den.sum(0))),
+            "value": float(_ratio_value(term.num.sum(0), term.den.sum(0))),
             "ci95": [float(ci[0]), float(ci[1])],
             "std_err": float(reps.std(ddof=1)) if n_bootstrap > 1 else float("nan"),
             "n_episodes": layout.n_episodes,
             "n_rows": len(layout.index),
         }
-        if name in IS_ESTIMATORS:
-            entry["ess"] = _ess(_final_weights(name, inputs, layout, weights))
-        results[name] = entry
+        if term.ess_weights is not None:
+            entry["ess"] = _ess(term.ess_weights)
+        results[name] = {**entry, **term.info}
     return results
 
 
@@ -184,11 +280,24 @@ def _check_names(estimators: Sequence[str]) -> tuple[str, ...]:
     if isinstance(estimators, str):
         estimators = (estimators,)
     names = tuple(dict.fromkeys(estimators))
-    unknown = [n for n in names if n not in ESTIMATORS]
+    unknown = [n for n in names if n not in ALL_ESTIMATORS]
     if unknown or not names:
         problem = f"unknown estimators {unknown}" if unknown else "no estimators requested"
-        raise OPEError(f"{problem}; choose from {list(ESTIMATORS)}")
+        raise OPEError(f"{problem}; choose from {list(ALL_ESTIMATORS)}")
     return names
+
+
+def _check_setting(name: str, value: float | None, zero_ok: bool) -> float | None:
+    """None, or ``value`` as a float >= 0 (> 0 unless ``zero_ok``); infinity allowed."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (number >= 0 and (zero_ok or number > 0)):  # also rejects NaN
+        raise OPEError(f"{name} must be a number {'>=' if zero_ok else '>'} 0 or None, got {value!r}")
+    return number
 
 
 def _as_arrays(inputs: OPEInputs) -> OPEInputs:
@@ -267,24 +376,34 @@ def _fail_rows(bad: np.ndarray, what: str, advice: str, labels: Callable[[int], 
 
 
 def _behaviour_rows(layout: _Layout, names: tuple[str, ...]) -> np.ndarray:
-    """Rows whose slate propensity is used: all for ips/snips/dr; iips uses only w_{t-1}."""
-    if any(name in ("ips", "snips", "dr") for name in names):
+    """Rows whose slate propensity is used: all for the slate-weighted estimators (ips, snips and
+    the dr family); iips and rips use only w_{t-1}."""
+    if any(name in _SLATE_WEIGHTED for name in names):
         return np.ones(len(layout.index), dtype=bool)
-    if "iips" in names:
+    if any(name in ("iips", "rips") for name in names):
         return ~layout.is_last
     return np.zeros(len(layout.index), dtype=bool)
+
+
+_LOG_IT = "use estimators=[dm] or log propensities"
+_PREFIX_ADVICE = ("rips needs the behaviour probability of every slate prefix; logs give it only for slot 0 "
+                  "(slot_propensity) and the whole slate (propensity), i.e. for slates of up to 2 items")
 
 
 def _check_propensity_values(inputs: OPEInputs, layout: _Layout, names: tuple[str, ...],
                              labels: Callable[[int], str]) -> None:
     users = ", ".join(name for name in names if name in IS_ESTIMATORS)
     rows = _behaviour_rows(layout, names)
-    checks = [("behaviour propensity", inputs.behaviour_prob, "target propensity", inputs.target_prob, rows)]
+    all_rows = np.ones(len(layout.index), dtype=bool)
+    checks = [("behaviour propensity", inputs.behaviour_prob, "target propensity", inputs.target_prob, rows,
+               _LOG_IT)]
     if "iips" in names:
-        all_rows = np.ones(len(layout.index), dtype=bool)
         checks.append(("behaviour slot propensity", inputs.behaviour_slot_prob,
-                       "target slot propensity", inputs.target_slot_prob, all_rows))
-    for b_name, b_prob, t_name, t_prob, used in checks:
+                       "target slot propensity", inputs.target_slot_prob, all_rows, _LOG_IT))
+    if "rips" in names:
+        checks.append(("behaviour prefix propensity", inputs.behaviour_prefix_prob,
+                       "target prefix propensity", inputs.target_prefix_prob, all_rows, _PREFIX_ADVICE))
+    for b_name, b_prob, t_name, t_prob, used, missing_advice in checks:
         if not used.any():
             continue
         b, t = b_prob.reshape(len(used), -1), t_prob.reshape(len(used), -1)
@@ -292,8 +411,7 @@ def _check_propensity_values(inputs: OPEInputs, layout: _Layout, names: tuple[st
         zero = b == 0
         outside = ~(missing | zero) & ~((b > 0) & (b <= 1))
         need = f"IS-based estimators ({users})"
-        _fail_rows(used & missing.any(1), f"{b_name} missing (NaN)",
-                   f"{need} need it — use estimators=[dm] or log propensities", labels)
+        _fail_rows(used & missing.any(1), f"{b_name} missing (NaN)", f"{need} need it — {missing_advice}", labels)
         _fail_rows(used & zero.any(1), f"{b_name} 0",
                    f"{need} divide by it — the logged slate must be possible under the behaviour policy", labels)
         _fail_rows(used & outside.any(1), f"{b_name} outside (0, 1]", f"{need} need a probability", labels)
@@ -312,50 +430,158 @@ def _weights(inputs: OPEInputs, layout: _Layout, names: tuple[str, ...]) -> _Wei
     if used.any():
         rho[used] = inputs.target_prob[used] / inputs.behaviour_prob[used]
     grid = np.cumprod(layout.pad(rho, fill=1.0), axis=1)
-    row = grid[layout.index, layout.step]
-    prev = np.where(layout.step > 0, grid[layout.index, np.maximum(layout.step - 1, 0)], 1.0)
+    row, prev = layout.at_rows(grid)
     return _Weights(grid=grid, row=row, prev=prev, discount=float(inputs.gamma) ** layout.step)
 
 
-# Each estimator is a pair of per-episode arrays (num, den), each (E, T'), with
-# V = sum_t' (sum_i num_{i,t'}) / (sum_i den_{i,t'}); the bootstrap reweights the episodes i.
-_Terms = tuple[np.ndarray, np.ndarray]
+def _clip(weights: np.ndarray, clip: float | None) -> np.ndarray:
+    """min(weights, clip); the weights themselves when ``clip`` is None."""
+    return weights if clip is None else np.minimum(weights, clip)
 
 
-def _mean_terms(per_episode: np.ndarray) -> _Terms:
-    return per_episode, np.ones_like(per_episode)
+def _shrink(weights: np.ndarray, lam: float) -> np.ndarray:
+    """DRos's shrunk weights lam w / (w^2 + lam), as 1 / (1/w + w/lam) (no overflow of w^2)."""
+    if lam == 0:
+        return np.zeros_like(weights)
+    if np.isinf(lam):
+        return weights
+    with np.errstate(divide="ignore"):
+        return 1.0 / (1.0 / weights + weights / lam)
 
 
-def _ips_terms(inputs: OPEInputs, layout: _Layout, w: _Weights) -> _Terms:
-    return _mean_terms(layout.episode_sum(w.discount * w.row * inputs.reward))
+def _switch(grid: np.ndarray, tau: float) -> np.ndarray:
+    """Switch-DR's weights: w_{i,t} while every w_{i,t'} (t' <= t) is <= tau, then 0."""
+    return np.where(np.maximum.accumulate(grid, axis=1) <= tau, grid, 0.0)
 
 
-def _snips_terms(inputs: OPEInputs, layout: _Layout, w: _Weights) -> _Terms:
-    num = layout.pad(w.discount * w.row * inputs.reward, fill=0.0)
-    return num, w.grid
+def _mean_terms(per_episode: np.ndarray, ess_weights: np.ndarray | None = None, **info) -> _Terms:
+    return _Terms(per_episode, np.ones_like(per_episode), ess_weights, info)
 
 
-def _dm_terms(inputs: OPEInputs, layout: _Layout, w: _Weights) -> _Terms:
+def _ips_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """ips (module docstring) with clipped weights."""
+    grid = _clip(w.grid, s.clip)
+    row, _ = layout.at_rows(grid)
+    return _mean_terms(layout.episode_sum(w.discount * row * inputs.reward), grid[:, -1], clip=s.clip)
+
+
+def _snips_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """snips (module docstring): clipped weights in numerator and denominator."""
+    grid = _clip(w.grid, s.clip)
+    row, _ = layout.at_rows(grid)
+    num = layout.pad(w.discount * row * inputs.reward, fill=0.0)
+    return _Terms(num, grid, grid[:, -1], {"clip": s.clip})
+
+
+def _dm_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """dm: the model's value of each episode's first state."""
     first = layout.step == 0
     return _mean_terms(inputs.v_target[first][:, None])
 
 
-def _dr_terms(inputs: OPEInputs, layout: _Layout, w: _Weights) -> _Terms:
-    correction = w.row * (inputs.reward - inputs.q_logged) + w.prev * inputs.v_target
-    return _mean_terms(layout.episode_sum(w.discount * correction))
+def _dr_episodes(inputs: OPEInputs, layout: _Layout, w: _Weights, grid: np.ndarray) -> np.ndarray:
+    """Per-episode (E, 1) sum_t gamma^t [g_t (r_t - q_logged_t) + g_{t-1} v_target_t] for the weight
+    grid ``g`` (g_{-1} = 1)."""
+    cur, prev = layout.at_rows(grid)
+    return layout.episode_sum(w.discount * (cur * (inputs.reward - inputs.q_logged) + prev * inputs.v_target))
 
 
-def _slot_ratio(inputs: OPEInputs) -> np.ndarray:
-    return inputs.target_slot_prob / inputs.behaviour_slot_prob
+def _dr_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """dr (module docstring) with clipped weights."""
+    grid = _clip(w.grid, s.clip)
+    return _mean_terms(_dr_episodes(inputs, layout, w, grid), grid[:, -1], clip=s.clip)
 
 
-def _iips_terms(inputs: OPEInputs, layout: _Layout, w: _Weights) -> _Terms:
-    slot_term = (_slot_ratio(inputs) * inputs.slot_reward).sum(1)
-    return _mean_terms(layout.episode_sum(w.discount * w.prev * slot_term))
+def _sndr_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """sndr, the weighted DR of Thomas & Brunskill 2016 (module docstring), with clipped weights:
+    per time index one self-normalised correction term and one self-normalised model term."""
+    grid = _clip(w.grid, s.clip)
+    cur, prev = layout.at_rows(grid)
+    correction = layout.pad(w.discount * cur * (inputs.reward - inputs.q_logged), fill=0.0)
+    model = layout.pad(w.discount * prev * inputs.v_target, fill=0.0)
+    prev_grid = np.hstack([np.ones((layout.n_episodes, 1)), grid[:, :-1]])
+    return _Terms(np.hstack([correction, model]), np.hstack([grid, prev_grid]), grid[:, -1], {"clip": s.clip})
 
 
-_TERMS: dict[str, Callable[[OPEInputs, _Layout, _Weights], _Terms]] = {
+def _tuned(candidates: Sequence[float], grid_of: Callable[[float], np.ndarray], inputs: OPEInputs,
+           layout: _Layout, w: _Weights) -> float:
+    """The candidate whose dr-form estimate minimises the estimated MSE
+    ``Var_n(V_i) / n + (mean_i [V_i(dr) - V_i])^2`` (Su et al. 2020, Sec. 5, direct bias estimate);
+    the first candidate on ties, the last if no score is finite."""
+    reference = _dr_episodes(inputs, layout, w, w.grid)[:, 0]
+    best, best_score = candidates[-1], np.inf
+    for candidate in candidates:
+        values = _dr_episodes(inputs, layout, w, grid_of(candidate))[:, 0]
+        score = values.var() / len(values) + (reference - values).mean() ** 2
+        if score < best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def _powers_of_two(weights: np.ndarray) -> np.ndarray:
+    """2^k, k descending, from just above the largest to just below the smallest positive finite
+    weight (at most ``_MAX_CANDIDATES`` of them, evenly spread over k)."""
+    positive = weights[(weights > 0) & np.isfinite(weights)]
+    if positive.size == 0:
+        return np.empty(0)
+    low = max(int(np.floor(np.log2(positive.min()))) - 1, -500)
+    high = min(int(np.ceil(np.log2(positive.max()))) + 1, 500)
+    exponents = np.arange(low, high + 1)
+    if len(exponents) > _MAX_CANDIDATES:
+        exponents = np.unique(np.round(np.linspace(low, high, _MAX_CANDIDATES)).astype(int))
+    return 2.0 ** exponents[::-1]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if np.isinf(value) else float(value)
+
+
+def _dros_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """dros (module docstring): dr with weights lam w / (w^2 + lam); lam given or tuned over
+    {inf, 4^k, 0}."""
+    lam = s.dros_lambda
+    if lam is None:
+        candidates = [np.inf, *(_powers_of_two(w.row) ** 2), 0.0]
+        lam = _tuned(candidates, lambda c: _shrink(w.grid, c), inputs, layout, w)
+    grid = _shrink(w.grid, lam)
+    return _mean_terms(_dr_episodes(inputs, layout, w, grid), grid[:, -1], **{
+        "lambda": _finite_or_none(lam), "tuned": s.dros_lambda is None})
+
+
+def _switch_dr_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """switch_dr (module docstring): dr with an episode's weights set to 0 from the step its
+    cumulative weight first exceeds tau; tau given or tuned over {inf, 2^k, 0}."""
+    tau = s.switch_tau
+    if tau is None:
+        candidates = [np.inf, *_powers_of_two(w.row), 0.0]
+        tau = _tuned(candidates, lambda c: _switch(w.grid, c), inputs, layout, w)
+    grid = _switch(w.grid, tau)
+    switched = np.maximum.accumulate(w.grid, axis=1)[layout.index, layout.step] > tau
+    return _mean_terms(_dr_episodes(inputs, layout, w, grid), grid[:, -1], tau=_finite_or_none(tau),
+                       tuned=s.switch_tau is None, switched_share=float(switched.mean()))
+
+
+def _slot_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings, ratio: np.ndarray) -> _Terms:
+    """sum_t gamma^t sum_k min(w_{t-1} ratio_k, clip) slot_reward_k per episode; the ESS weight of an
+    episode is the mean over slots of its last step's (clipped) slot weights."""
+    slot_weights = _clip(w.prev[:, None] * ratio, s.clip)
+    per_row = (slot_weights * inputs.slot_reward).sum(1)
+    return _mean_terms(layout.episode_sum(w.discount * per_row), slot_weights[layout.is_last].mean(1), clip=s.clip)
+
+
+def _iips_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """iips (module docstring): slot k weighted by w_{t-1} pi_k / mu_k, clipped."""
+    return _slot_terms(inputs, layout, w, s, inputs.target_slot_prob / inputs.behaviour_slot_prob)
+
+
+def _rips_terms(inputs: OPEInputs, layout: _Layout, w: _Weights, s: _Settings) -> _Terms:
+    """rips (module docstring): slot k weighted by w_{t-1} pi_{0:k} / mu_{0:k}, clipped."""
+    return _slot_terms(inputs, layout, w, s, inputs.target_prefix_prob / inputs.behaviour_prefix_prob)
+
+
+_TERMS: dict[str, Callable[[OPEInputs, _Layout, _Weights, _Settings], _Terms]] = {
     "ips": _ips_terms, "snips": _snips_terms, "dm": _dm_terms, "dr": _dr_terms, "iips": _iips_terms,
+    "sndr": _sndr_terms, "dros": _dros_terms, "switch_dr": _switch_dr_terms, "rips": _rips_terms,
 }
 
 
@@ -365,12 +591,13 @@ def _ratio_value(num_sum: np.ndarray, den_sum: np.ndarray) -> np.ndarray:
     return np.where(den_sum != 0, num_sum / safe, 0.0).sum(-1)
 
 
-def _bootstrap(terms: dict[str, _Terms], n_episodes: int, n_bootstrap: int,
+def _bootstrap(terms: dict[str, tuple[np.ndarray, np.ndarray]], n_episodes: int, n_bootstrap: int,
                rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Bootstrap replicates of every estimator, sharing the same episode resamples.
 
     A resample is a vector of episode counts, so a chunk of replicates is one matrix product
-    with the per-episode terms (SNIPS resamples its numerator and denominator sums together).
+    with the per-episode terms (the self-normalised estimators resample their numerator and
+    denominator sums together).
     """
     chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // n_episodes)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in terms}
@@ -382,14 +609,6 @@ def _bootstrap(terms: dict[str, _Terms], n_episodes: int, n_bootstrap: int,
         for name, (num, den) in terms.items():
             parts[name].append(_ratio_value(counts @ num, counts @ den))
     return {name: np.concatenate(p) if p else np.empty(0) for name, p in parts.items()}
-
-
-def _final_weights(name: str, inputs: OPEInputs, layout: _Layout, w: _Weights) -> np.ndarray:
-    """Each episode's final weight; for iips, w_{T-2} times the mean slot ratio of the last step."""
-    if name != "iips":
-        return w.grid[:, -1]
-    last = layout.is_last
-    return w.prev[last] * _slot_ratio(inputs)[last].mean(1)
 
 
 def _ess(weights: np.ndarray) -> float:
