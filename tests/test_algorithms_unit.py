@@ -650,6 +650,28 @@ def test_greedy_feature_ascending_picks_the_least_clickbait():
                                   np.argsort(-obs["doc"][..., 0], axis=-1)[:, :3])
 
 
+def test_greedy_cluster_picks_the_highest_cluster_indices():
+    """score=cluster on Interest Evolution: the slate's clusters are the K largest cluster ids among
+    the candidates, highest first (the ids read here from the env's own per-document cluster)."""
+    space, obs, flat = stepped_env_obs(IEV, num_envs=32)
+    num_clusters = int(space["response"]["cluster_id"].nvec[0])
+    module = make_module("greedy", space, score="cluster", cluster_features=[0, num_clusters])
+    slate = module.forward_inference({"obs": flat})["actions"].numpy()
+    clusters = obs["doc"][..., :num_clusters].argmax(-1)  # the documents' one-hot clusters
+    assert ((obs["doc"][..., :num_clusters] == 1).sum(-1) == 1).all()
+    chosen = np.take_along_axis(clusters, slate, axis=1)
+    np.testing.assert_array_equal(chosen, -np.sort(-clusters, axis=-1)[:, :3])
+    assert_valid_slates(torch.as_tensor(slate), 12, 3)
+
+
+def test_greedy_cluster_needs_an_env_with_clusters():
+    import recsys_exp
+
+    with pytest.raises(recsys_exp.ConfigError, match=r"algo.training.score=cluster: env=long_term_satisfaction"):
+        recsys_exp.compose(["algo=greedy", "env=long_term_satisfaction", "algo.training.score=cluster"])
+    assert recsys_exp.compose(["algo=greedy", "algo.training.score=cluster"])["algo"]["training"]["score"] == "cluster"
+
+
 @pytest.mark.parametrize("embedding_size", [None, 4])
 def test_choice_model_logits_match_their_formula(embedding_size):
     """ℓ(s, i) = userᵀW doc_i + wᵀdoc_i + c, with W = P_uᵀP_d when model.embedding_size is set;

@@ -5,8 +5,12 @@ Interest Evolution, with one-hot documents, that is u[c_j], the user's interest 
 document's cluster, which drives the click probability); it needs user and document features
 of the same width. ``score=feature`` ranks by one document feature, ``doc_j[feature_index]``
 (e.g. the clickbait score in Long-Term Satisfaction, the observed quality in Interest
-Exploration), highest first unless ``descending=false``. Ties are not randomised: equal scores are
-ordered by ``torch.topk``, deterministically but in no documented order.
+Exploration), highest first unless ``descending=false``. ``score=cluster`` ranks by the index of
+the document's cluster (the position of the one-hot the doc features start with, in the envs
+that have clusters): in Interest Evolution a higher cluster index means a higher mean quality,
+so "always show the candidates of the highest clusters" is a strong fixed heuristic, a reference
+for what a long-term learner should find. Ties are not randomised: equal scores are ordered by
+``torch.topk``, deterministically but in no documented order.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from recsys_exp.algorithms.common import NoGradientLearner, SampleOnly, SlatePolicyModule, top_k_slate
 
-SCORES = ("affinity", "feature")
+SCORES = ("affinity", "feature", "cluster")
 
 
 class GreedySlateModule(SlatePolicyModule):
@@ -28,12 +32,16 @@ class GreedySlateModule(SlatePolicyModule):
         self.score = self.model_config["score"]
         self.feature_index = self.model_config["feature_index"]
         self.sign = 1.0 if self.model_config["descending"] else -1.0
+        self.cluster_features = self.model_config.get("cluster_features")  # [start, C] for score=cluster
 
     def item_scores(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, N) scores of the candidates."""
         docs = self.docs(obs)
         if self.score == "affinity":
             s = (self.user(obs)[:, None, :] * docs).sum(-1)
+        elif self.score == "cluster":
+            start, num_clusters = self.cluster_features
+            s = docs[..., start:start + num_clusters].argmax(-1).to(docs.dtype)
         else:
             s = docs[..., self.feature_index]
         # Ties (e.g. candidates of the same cluster) go to the lower index: candidates are drawn
@@ -45,7 +53,7 @@ class GreedySlateModule(SlatePolicyModule):
 
 
 class GreedySlateConfig(AlgorithmConfig):
-    """Config of :class:`GreedySlate`: ``score`` (affinity | feature), ``feature_index``, ``descending``."""
+    """Config of :class:`GreedySlate`: ``score`` (affinity | feature | cluster), ``feature_index``, ``descending``."""
 
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or GreedySlate)

@@ -39,7 +39,8 @@ class Random(SlateAlgorithmPlugin):
 
 @dataclass(frozen=True)
 class GreedyParams:
-    """``score``: affinity (<user, doc>) | feature (doc[feature_index]); ``descending``: highest first."""
+    """``score``: affinity (<user, doc>) | feature (doc[feature_index]) | cluster (the doc's cluster
+    index); ``descending``: highest first."""
 
     score: str = "affinity"
     feature_index: int = 0
@@ -64,7 +65,24 @@ class Greedy(SlateAlgorithmPlugin):
         if p.score == "feature":
             require(0 <= p.feature_index < doc_dim, "algo.training.feature_index", p.feature_index,
                     f"env={env} has {doc_dim} doc feature(s): allowed 0..{doc_dim - 1}")
-        require(p.score in ("affinity", "feature"), "algo.training.score", p.score, "allowed: affinity, feature")
+        if p.score == "cluster":
+            from recsys_exp.algorithms.bandit_arms import cluster_features
+
+            try:
+                cluster_features(spec.observation_space)
+            except ValueError as e:
+                raise ConfigError(f"algo.training.score=cluster: env={env} cannot rank by cluster: {e}") from None
+        require(p.score in ("affinity", "feature", "cluster"), "algo.training.score", p.score,
+                "allowed: affinity, feature, cluster")
+
+    def model_config(self, c: Mapping[str, Any], spec: "EnvSpec") -> dict[str, Any]:
+        """The slate modules' model config plus, for ``score=cluster``, where the cluster one-hot is."""
+        from recsys_exp.algorithms.bandit_arms import cluster_features
+
+        config = super().model_config(c, spec)
+        if self.params(c["algo"]["training"]).score == "cluster":
+            config["cluster_features"] = list(cluster_features(spec.observation_space))
+        return config
 
 
 @dataclass(frozen=True)
