@@ -1,17 +1,25 @@
-"""env=logged: logs and no simulator — train, evaluate off-policy and serve from the README's JSON-lines log."""
+"""env=logged: logs and no simulator — train, evaluate off-policy, serve and report from the README's JSON-lines
+log; the README's chain (import -> train as a -m multirun -> evaluate -> serve -> report) through the CLI."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+import yaml
 
 import recsys_exp
 from recsys_exp.offline.dataset import LoggedData, held_out_sessions
+from recsys_exp.runner.lifecycle import RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "logs" / "sample.jsonl"
@@ -75,11 +83,40 @@ def test_held_out_sessions_are_a_seeded_per_session_split():
     assert (held_out_sessions(ids, 0.2, seed=1) != held).any()  # the seed changes the split
 
 
+def cli_env() -> dict[str, str]:
+    """The environment of a CLI run: this one without the user's recsys_exp and W&B settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "WANDB_"))}
+    return {**env, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "disabled"}
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python <args>`` from the project root; fails the test with the end of its output unless it exits 0."""
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, f"{args[:3]}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
 @pytest.fixture(scope="module")
-def bc_run(ray_session, sample_data, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("bc") / "run"
-    return recsys_exp.run(["env=logged", "algo=bc", f"offline.path={sample_data}", "stop.timesteps=2560", *OPE,
-                           *QUIET], run_dir=run_dir)
+def cli_chain(tmp_path_factory) -> dict[str, Path]:
+    """The README's commands for logs without a simulator, through the CLI: import the README's
+    JSON-lines log, then train bc on it as a ``-m`` multirun (the job dir holds the run)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    data, multirun = tmp / "data", tmp / "multirun"
+    cli("-m", "recsys_exp.offline.jsonl", str(SAMPLE), str(data))
+    cli("-m", "recsys_exp", "-m", "env=logged", "algo=bc", f"offline.path={data}", "stop.timesteps=2560", *OPE, *QUIET,
+        f"hydra.sweep.dir={multirun}")
+    (job,) = [p for p in multirun.iterdir() if p.is_dir()]  # offline.path is not in the job dir's name
+    return {"data": data, "multirun": multirun, "run": job}
+
+
+@pytest.fixture(scope="module")
+def bc_run(cli_chain) -> RunResult:
+    """The multirun's bc run as :func:`recsys_exp.run` would have returned it."""
+    run_dir = cli_chain["run"]
+    return RunResult(run_dir, json.loads((run_dir / "run.json").read_text())["status"],
+                     json.loads((run_dir / "summary.json").read_text()),
+                     config=yaml.safe_load((run_dir / "config.yaml").read_text()))
 
 
 @pytest.mark.slow
@@ -96,6 +133,7 @@ def test_training_never_sees_the_held_out_sessions(bc_run, sample_data):
     assert held and trained and not held & trained and held | trained == set(data.episode_id.tolist())
 
 
+@pytest.mark.slow
 def test_training_ends_with_an_off_policy_evaluation_on_held_out_sessions(bc_run):
     assert bc_run.status == "completed"
     ope = json.loads((bc_run.run_dir / "ope.json").read_text())
@@ -108,35 +146,55 @@ def test_training_ends_with_an_off_policy_evaluation_on_held_out_sessions(bc_run
     assert est["ci95"][0] <= est["value"] <= est["ci95"][1]
 
 
-def test_evaluate_restored_run_off_policy_only(bc_run, sample_data, tmp_path):
-    result = recsys_exp.run(["mode=evaluate", f"restore={bc_run.run_dir}", f"offline.path={sample_data}", *QUIET],
-                            run_dir=tmp_path / "eval")
+@pytest.mark.slow
+def test_cli_chain_evaluate_serve_report(cli_chain, tmp_path):
+    """After import and training (the fixture): serve the run and answer a request with the policy's own
+    slate (the loaded policy is itself checked against the module's own inference in tests/test_policy.py);
+    while the server starts, evaluate the run off-policy on all of the data and report on the multirun."""
+    data, run, multirun = cli_chain["data"], cli_chain["run"], cli_chain["multirun"]
+    port, errors = free_port(), tmp_path / "serve.stderr"
+    # A multirun job dir's name holds "=" and ",": Hydra's override grammar needs it quoted.
+    with open(errors, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "recsys_exp", "mode=serve", f'restore="{run}"', "serve=http",
+                                 f"serve.port={port}", f"hydra.run.dir={tmp_path / 'serve'}", *QUIET],
+                                cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        out = cli("-m", "recsys_exp", "env=logged", "mode=evaluate", f'restore="{run}"', f"offline.path={data}",
+                  *OPE, *QUIET, f"hydra.run.dir={tmp_path / 'eval'}").stdout
+        cli("-m", "recsys_exp.report", str(multirun), "--reps", "200")
+        deadline = time.monotonic() + 180
+        while not (tmp_path / "serve" / "serve.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, errors.read_text()[-3000:]
+            time.sleep(0.5)
+        url = json.loads((tmp_path / "serve" / "serve.json").read_text())["url"]
+        logged = LoggedData.read(data)
+        answer = requests.post(url, json={"user": logged.user[0].tolist(), "docs": logged.docs[0].tolist()},
+                               timeout=30)
+        assert answer.status_code == 200, answer.text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0, errors.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    policy = recsys_exp.load_policy(run)
+    obs = {"user": logged.user[0], "doc": logged.docs[0],
+           "response": {k: np.zeros(2, dtype=np.int64 if k == "click" else np.float32)
+                        for k in policy.spec.observation_space["response"].spaces}}
+    assert answer.json()["slate"] == policy.recommend(obs).tolist()
+
     ope = json.loads((tmp_path / "eval" / "ope.json").read_text())
     assert "simulated" not in ope and not (tmp_path / "eval" / "evaluation.json").exists()
-    assert ope["data"]["rows"] == LoggedData.read(sample_data).num_rows  # all of the data, not only held out
-    assert result.result == ope["estimates"]["dm"]["value"]
+    assert ope["data"]["rows"] == logged.num_rows  # all of the data, not only the held-out sessions
+    assert f"ope dm: {ope['estimates']['dm']['value']:.4g} (95% CI" in out
+
+    md = (multirun / "report.md").read_text()
+    n = json.loads((run / "summary.json").read_text())["objective"]["n_episodes"]
+    assert f"| algorithm | runs | mean (dm off-policy estimate, {n} held-out sessions) |" in md
+    assert "1 runs found: 1 completed" in md and "| bc ⚠ | 1 |" in md  # 1-2 held-out sessions: too few to rank by
 
 
-def test_serve_a_logged_env_run(bc_run, sample_data, tmp_path):
-    """The served slate of a logged observation is the loaded policy's (itself checked against the
-    module's own inference in tests/test_policy.py)."""
-    from ray import serve
-
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    recsys_exp.run(["mode=serve", f"restore={bc_run.run_dir}", "serve=http", f"serve.port={port}",
-                    "serve.foreground=false", *QUIET], run_dir=tmp_path / "serve")
-    try:
-        served = json.loads((tmp_path / "serve" / "serve.json").read_text())
-        data = LoggedData.read(sample_data)
-        body = {"user": data.user[0].tolist(), "docs": data.docs[0].tolist()}
-        answer = requests.post(served["url"], json=body, timeout=30)
-        assert answer.status_code == 200, answer.text
-        policy = recsys_exp.load_policy(bc_run.run_dir)
-        obs = {"user": data.user[0], "doc": data.docs[0],
-               "response": {k: np.zeros(2, dtype=np.int64 if k == "click" else np.float32)
-                            for k in policy.spec.observation_space["response"].spaces}}
-        assert answer.json()["slate"] == policy.recommend(obs).tolist()
-    finally:
-        serve.shutdown()
+        return s.getsockname()[1]

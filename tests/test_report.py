@@ -358,3 +358,75 @@ def test_cli_bad_dir_in_process(tmp_path: Path, capsys):
 
 # The report on real training runs (a -m multirun through the CLI, failed jobs included) is tested in
 # tests/test_runner.py::test_multirun_runs_jobs_survives_failed_ones_and_reports.
+
+
+# ---- env=logged runs: off-policy scores ----------------------------------------------------------
+
+def test_low_ess_threshold():
+    from recsys_exp.report import low_ess
+    from recsys_exp.report.collect import OffPolicy
+
+    assert low_ess(OffPolicy("ips", 100, 9.9)) and not low_ess(OffPolicy("ips", 100, 10.0))       # below 10
+    assert low_ess(OffPolicy("ips", 2000, 19.9)) and not low_ess(OffPolicy("ips", 2000, 20.0))    # below 1% of n
+    assert low_ess(OffPolicy("dm", 9, None)) and not low_ess(OffPolicy("dm", 10, None))  # dm: every session once
+
+
+def write_logged_run(d: Path, algo: str, seed: int, value: float, ess: float | None, sessions: int,
+                     estimator: str = "snips") -> None:
+    """A finished env=logged training run: summary.json's objective is an off-policy estimate."""
+    write_run(d, "logged", algo, seed, value)
+    config = yaml.safe_load((d / "config.yaml").read_text())
+    config["env"]["num_candidates"] = 3  # as the README's sample log (N and K come from the data)
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    (d / "metrics.csv").write_text(HEADER + f"\n1,2560.0,,,,,1.0,1.0,t{seed}\n")  # no episodes: no simulator
+    summary = json.loads((d / "summary.json").read_text())
+    summary["objective"] = {"kind": "off_policy", "estimator": estimator, "value": value,
+                            "ci95": [value - 0.1, value + 0.1], "ess": ess, "n_episodes": sessions,
+                            "held_out_fraction": 0.2}
+    (d / "summary.json").write_text(json.dumps(summary))
+
+
+def test_report_on_logged_runs_names_the_estimator_and_flags_low_ess(tmp_path: Path):
+    mr = tmp_path / "mr"
+    # (algo, seed): (estimate, ESS, held-out sessions); bc seed 2 has ESS 3 (< 10), marwil seed 1
+    # ESS 15 of 2,000 sessions (< 1%); the others are well supported.
+    runs = {("bc", 0): (0.31, 500.0, 1990), ("bc", 1): (0.30, 480.0, 2000), ("bc", 2): (0.90, 3.0, 2010),
+            ("marwil", 0): (0.20, 300.0, 1990), ("marwil", 1): (0.25, 15.0, 2000)}
+    for num, ((algo, seed), (value, ess, n)) in enumerate(runs.items()):
+        write_logged_run(mr / f"{num}_algo={algo},seed={seed}", algo, seed, value, ess, n)
+    # A job that failed before its run began (no config.yaml): its env's sizes are read from its data,
+    # relative to the launch dir, so it is counted in the section of its env.
+    from recsys_exp.offline.jsonl import import_jsonl
+
+    import_jsonl(ROOT / "examples" / "logs" / "sample.jsonl", tmp_path / "data")
+    hydra_dir = mr / "5_algo=bc,seed=3" / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (mr / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {}, "overrides": {"task": []}}}))
+    (hydra_dir / "config.yaml").write_text(yaml.safe_dump({
+        "env": {"name": "logged", "num_candidates": 10, "slate_size": 2}, "algo": {"name": "bc"},
+        "offline": {"path": "data"}, "seed": 3}))
+    (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {
+        "cwd": str(tmp_path), "choices": {"algo": "bc", "env": "logged"}}}}))
+    report = summarize(collect([mr]), [mr], reps=200)
+    (section,) = report.sections
+    assert section.env == "logged 3-2"
+    assert section.off_policy.estimators == ["snips"] and section.off_policy.held_out == (1990, 2010)
+    rows = {a.label: a for a in section.rows}
+    assert (rows["bc"].runs, rows["bc"].total) == (3, 4)
+    assert rows["bc"].ess_min == 3.0 and rows["bc"].flagged == ["2_algo=bc,seed=2 (seed 2)"]
+    assert rows["marwil"].flagged == ["4_algo=marwil,seed=1 (seed 1)"]
+
+    assert report_main([str(mr), "--reps", "200"]) == 0
+    md = (mr / "report.md").read_text()
+    table = md.split("## logged 3-2")[1].split("### Learning curves")[0]
+    assert ("| algorithm | runs | mean (snips off-policy estimate, 1,990–2,010 held-out sessions) | IQM |"
+            in table)
+    assert "Off-policy estimates, not simulated returns" in table and "below 10 or below 1% of the held-out" in table
+    assert "| bc ⚠ | 3 of 4 | 0.5033 | 0.5033 |" in table and "| 1,990–2,010 | 3.0 ⚠ (1 of 3 runs) |" in table
+    assert "| marwil ⚠ | 2 | 0.2250 |" in table and "| 15.0 ⚠ (1 of 2 runs) |" in table
+    flagged = table.split("Estimates too weakly supported to rank by:")[1]
+    assert "- 2_algo=bc,seed=2 (seed 2): ESS 3.0 of 2,010 held-out sessions" in flagged
+    assert "- 4_algo=marwil,seed=1 (seed 1): ESS 15.0 of 2,000 held-out sessions" in flagged
+    assert flagged.count("ESS") == 2
+    assert "No learning curves: env=logged has no simulator" in md
+    assert "- 5_algo=bc,seed=3: no config.yaml: failed before training began" in md

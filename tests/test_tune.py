@@ -362,3 +362,147 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_session, 
     assert all(tr["eval_per_seed"] for tr in sweep["trials"])
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "completed" and record["resumed"][0]["previous_status"] == "interrupted"
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. env=logged: trials ranked by their off-policy estimate on held-out sessions
+
+
+# The logging policy of the test log: slate [0, 1] with probability 1/2, each of the other five
+# ordered slates of 2 of 3 candidates with 1/10 (the exact propensities are logged).
+LOGGED_SLATES = [(a, b) for a in range(3) for b in range(3) if a != b]
+LOGGED_PROBS = [0.5 if s == (0, 1) else 0.1 for s in LOGGED_SLATES]
+
+
+@pytest.fixture(scope="module")
+def bandit_log(tmp_path_factory) -> Path:
+    """60 one-step sessions with exact propensities, imported from JSON lines. A candidate's first
+    feature is its click probability in the first slot; candidate 0 has the highest, then 1, then 2,
+    so policies that learn pick [0, 1], the logging policy's slate half of the time."""
+    import numpy as np
+
+    from recsys_exp.offline.jsonl import import_jsonl
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(60):
+        k = int(rng.choice(len(LOGGED_SLATES), p=LOGGED_PROBS))
+        slate = LOGGED_SLATES[k]
+        docs = np.column_stack([rng.uniform([0.7, 0.4, 0.0], [1.0, 0.6, 0.3]), rng.random(3)]).round(3)
+        click = 0 if rng.random() < docs[slate[0], 0] else None
+        lines.append({"session": f"s{i}", "user": rng.random(2).round(3).tolist(), "candidates": docs.tolist(),
+                      "slate": list(slate), "click": click, "reward": 0.0 if click is None else 1.0,
+                      "propensity": LOGGED_PROBS[k]})
+    d = tmp_path_factory.mktemp("bandit_log")
+    (d / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    import_jsonl(d / "log.jsonl", d / "data")
+    return d / "data"
+
+
+def _hand_ips(checkpoint: Path, data_path: Path, fraction: float, seed: int) -> tuple[float, float, int]:
+    """(IPS, Kish ESS, n sessions) of the checkpoint's greedy policy on the held-out one-step sessions,
+    by hand: the restored module's own slate for each logged observation, weight 1/propensity where
+    it equals the logged slate."""
+    import numpy as np
+
+    import recsys_exp
+    from recsys_exp.offline.dataset import LoggedData, held_out_sessions
+
+    data = LoggedData.read(data_path)
+    rows = np.flatnonzero(held_out_sessions(data.episode_id, fraction, seed))
+    policy = recsys_exp.load_policy(checkpoint)
+    fields = policy.spec.observation_space["response"].spaces
+    w = []
+    for i in rows:
+        obs = {"user": data.user[i], "doc": data.docs[i],
+               "response": {k: np.zeros(2, dtype=np.int64 if k == "click" else np.float32) for k in fields}}
+        w.append(float((policy.recommend(obs) == data.slate[i]).all()) / data.propensity[i])
+    w = np.array(w)
+    ess = w.sum() ** 2 / (w ** 2).sum() if w.any() else 0.0
+    return float(np.mean(w * data.reward[rows])), float(ess), len(rows)
+
+
+@pytest.mark.slow
+def test_logged_sweep_ranks_trials_by_their_held_out_estimate(ray_session, bandit_log: Path):
+    """A sweep on env=logged: each trial's objective is the IPS estimate of its own checkpoint on its
+    held-out sessions (recomputed by hand from the restored policy), sweep.json and summary.json say
+    so, the best trial is the best estimate, and the report names the estimator and flags the estimate
+    (fewer than 10 held-out sessions: its ESS, known by hand, is below 10)."""
+    import recsys_exp
+    from recsys_exp.report import make_report
+
+    run_dir = bandit_log.parent / "sweep"
+    result = recsys_exp.run(["env=logged", "algo=bc", f"offline.path={bandit_log}", "offline.eval_fraction=0.15",
+                             "offline.estimators=[ips,snips]", "offline.select_by=ips", "offline.bootstrap=50",
+                             "tune=sweep", "tune.num_samples=1", "stop.timesteps=2560",
+                             "+tune.search_space.algo.training.lr={type: grid, values: [1.0e-6, 0.01]}",
+                             "logger.mode=disabled", "progress=false"], run_dir=run_dir)
+    assert result.status == "completed"
+    sweep = json.loads((run_dir / "sweep.json").read_text())
+    assert sweep["metric"] == "off_policy/value"
+    assert sweep["objective"]["kind"] == "off_policy" and sweep["objective"]["estimator"] == "ips"
+    assert sweep["objective"]["held_out_fraction"] == 0.15
+    for trial in sweep["trials"]:
+        checkpoint = Path(trial["checkpoint"]) / "seed_0"
+        ips, ess, n = _hand_ips(checkpoint, bandit_log, 0.15, seed=0)
+        assert trial["objective"] == pytest.approx(ips) == trial["eval_per_seed"]["0"]
+        own = json.loads((checkpoint / "ope.json").read_text())["estimates"]["ips"]  # the trial's ope.json
+        assert own["value"] == trial["objective"] and own["n_episodes"] == n
+        estimate = trial["off_policy"]["per_seed"]["0"]
+        assert estimate["ess"] == pytest.approx(ess) and estimate["n_episodes"] == n < 10
+    best = max(sweep["trials"], key=lambda tr: tr["objective"])
+    assert len({tr["objective"] for tr in sweep["trials"]}) == 2  # an untrained (lr 1e-6) and a trained policy
+    assert sweep["best"]["trial_id"] == best["trial_id"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    objective = summary["objective"]
+    assert (objective["kind"], objective["estimator"], objective["value"]) == ("off_policy", "ips", best["objective"])
+    assert objective["n_episodes"] == n and objective["ess"] == best["off_policy"]["ess"]
+    assert objective["ci95"][0] <= objective["value"] <= objective["ci95"][1]
+    # best_config.yaml keeps the data and its held-out split (the offline group is not chosen by name)
+    conf = bandit_log.parent / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    shutil.copy(run_dir / "best_config.yaml", conf / "experiment" / "best.yaml")
+    c = recsys_exp.compose(["+experiment=best"], config_dir=conf)
+    assert (c["offline"]["path"], c["offline"]["eval_fraction"], c["offline"]["select_by"]) == (
+        str(bandit_log), 0.15, "ips")
+    assert c["algo"]["training"]["lr"] == best["params"]["algo.training.lr"] and c["env"]["name"] == "logged"
+
+    md = make_report([run_dir], reps=200)["md"].read_text()
+    assert f"mean (ips off-policy estimate, {n} held-out sessions)" in md
+    flagged = md.split("Estimates too weakly supported to rank by:")[1].split("###")[0]
+    for trial in sweep["trials"]:
+        ess = trial["off_policy"]["per_seed"]["0"]["ess"]
+        assert f"sweep/{trial['trial_id']} (seed 0): ESS {ess:,.1f} of {n} held-out sessions" in flagged
+
+
+def test_logged_bandit_trial_ends_after_its_one_pass_with_its_estimate(ray_session, bandit_log: Path, tmp_path: Path,
+                                                                        monkeypatch):
+    """A trial of a bandit learned from logs (one pass over the training rows, then its Algorithm
+    reports done) ends there with its estimate, though the stop budget is far away; the estimate is
+    the checkpoint's, recomputed by hand. The trainable is driven directly (no Tune loop)."""
+    import ray.tune.trainable.trainable as trainable_module
+    from ray import tune
+
+    from recsys_exp.sweep.trainable import SeedAveragedTrainable
+
+    monkeypatch.setattr(trainable_module, "DEFAULT_STORAGE_PATH", str(tmp_path))  # its log dir, outside Tune
+    c = compose_config("env=logged", "algo=lin_ucb", f"offline.path={bandit_log}", "offline.eval_fraction=0.15",
+                       "offline.estimators=[ips]", "offline.select_by=ips", "offline.bootstrap=0", "tune=sweep",
+                       "+tune.search_space.exploration.alpha={type: choice, values: [1.0]}",
+                       "algo.training.train_batch_size_per_learner=32", "stop.timesteps=100000")
+    trial = tune.with_parameters(SeedAveragedTrainable, base=c)(config={"exploration.alpha": 1.0})
+    try:
+        results = [trial.train()]
+        while not results[-1].get("done"):
+            assert len(results) < 5, "the trial did not end after one pass over the training rows"
+            results.append(trial.train())
+        trial.save(str(tmp_path / "checkpoint"))
+    finally:
+        trial.stop()
+    last = results[-1]
+    ips, ess, n = _hand_ips(tmp_path / "checkpoint" / "seed_0", bandit_log, 0.15, seed=0)
+    assert len(results) == 2 and last["num_env_steps_sampled_lifetime"] == 60 - n  # every training row once
+    assert math.isnan(results[0]["off_policy"]["value"])  # no scheduler: estimated after the last iteration
+    assert last["off_policy"]["value"] == pytest.approx(ips) == last["evaluation"]["episode_return_mean"]
+    assert last["off_policy"]["ess"] == pytest.approx(ess) and last["off_policy"]["n_episodes"] == n
+    assert ess >= 1  # the learned policy shows some of the logged slates: the estimate is not trivially 0

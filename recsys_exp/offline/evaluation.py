@@ -155,31 +155,42 @@ def check_held_out(c: dict[str, Any]) -> None:
                           f"(and offline.select_by=dm)")
 
 
-def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path, held_out: bool = False) -> dict[str, Any]:
-    """Estimates of the checkpoint's value from ``offline.path``: the content of ope.json.
-
-    ``held_out``: only the sessions a logged-env training run held out (``offline.eval_fraction``,
-    split by :func:`~recsys_exp.offline.dataset.held_out_sessions` with the run's seed). With a
-    simulator, ``simulated`` holds the target's true value; ``env=logged`` has none.
-    """
+def read_logged_data(c: dict[str, Any], held_out: bool = False):
+    """``offline.path`` as :class:`~recsys_exp.offline.dataset.LoggedData`, checked against the env's
+    observation space; ``held_out``: only the sessions a logged-env training run with this config holds
+    out (``offline.eval_fraction``, split by :func:`~recsys_exp.offline.dataset.held_out_sessions`
+    with ``c["seed"]``). Raises ConfigError naming ``offline.path``."""
     from recsys_exp.envs.spec import env_spec
     from recsys_exp.offline.dataset import DataError, LoggedData, held_out_sessions
-    from recsys_exp.offline.ope import OPEError, estimate
 
-    off, spec = c["offline"], env_spec(c)
-    start = time.perf_counter()
+    off = c["offline"]
     try:
         data = LoggedData.read(off["path"])
-        space = spec.observation_space
-        data.check_space(space, f"offline.path={off['path']}")
+        data.check_space(env_spec(c).observation_space, f"offline.path={off['path']}")
         if held_out:
             data = data.select(held_out_sessions(data.episode_id, off["eval_fraction"], c["seed"]))
             if data.num_rows == 0:
                 raise DataError(f"no session was held out (offline.eval_fraction={off['eval_fraction']}); "
                                 f"raise it or log more sessions")
-        policy = target_policy(c, checkpoint)
-        explore = off["target"] == "explore"
-        inputs, info = ope_inputs(data, policy, space, explore, off["gamma"], off["estimators"],
+    except DataError as e:
+        raise ConfigError(f"offline.path={off['path']}: {e}") from None
+    return data
+
+
+def policy_estimates(c: dict[str, Any], policy, data, held_out: bool = False,
+                     checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Estimates (``offline.estimators``) of ``policy``'s value from logged ``data``: the content of
+    ope.json. With a simulator, ``simulated`` holds the target's true value; ``env=logged`` has none.
+    ``held_out`` and ``checkpoint`` are recorded as given."""
+    from recsys_exp.envs.spec import env_spec
+    from recsys_exp.offline.dataset import DataError
+    from recsys_exp.offline.ope import OPEError, estimate
+
+    off, spec = c["offline"], env_spec(c)
+    start = time.perf_counter()
+    explore = off["target"] == "explore"
+    try:
+        inputs, info = ope_inputs(data, policy, spec.observation_space, explore, off["gamma"], off["estimators"],
                                   off["fqe_iterations"], c["seed"])
         estimates = estimate(inputs, off["estimators"], n_bootstrap=off["bootstrap"], seed=c["seed"],
                              clip=off["clip"], dros_lambda=off["dros_lambda"], switch_tau=off["switch_tau"])
@@ -188,8 +199,31 @@ def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path, held_out: b
     truth = None if spec.is_logged else simulated_value(c, policy, explore, off["gamma"], c["eval"]["episodes"],
                                                         eval_seed(c["seed"]))
     return {"estimates": estimates, **({"simulated": truth} if truth else {}), "target": off["target"],
-            "gamma": off["gamma"], "clip": off["clip"], "checkpoint": str(checkpoint), "held_out": held_out,
+            "gamma": off["gamma"], "clip": off["clip"],
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            "held_out": held_out,
             "data": {"path": str(off["path"]), "rows": data.num_rows,
                      "episodes": int(data.first_rows().sum()), "behaviour": data.meta.get("algo"),
                      "behaviour_exploration": data.meta.get("exploration")},
             "bootstrap": off["bootstrap"], "seconds": time.perf_counter() - start, **info}
+
+
+def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path, held_out: bool = False) -> dict[str, Any]:
+    """Estimates of the checkpoint's value from ``offline.path``: the content of ope.json.
+
+    ``held_out``: only the sessions a logged-env training run held out (see :func:`read_logged_data`).
+    With a simulator, ``simulated`` holds the target's true value; ``env=logged`` has none.
+    """
+    data = read_logged_data(c, held_out)
+    return policy_estimates(c, target_policy(c, checkpoint), data, held_out, checkpoint)
+
+
+def objective_block(c: dict[str, Any], ope: dict[str, Any]) -> dict[str, Any]:
+    """The ``offline.select_by`` estimate of ope.json ``ope`` as a run's objective (summary.json):
+    ``{kind: off_policy, estimator, value, ci95, ess, n_episodes, held_out_fraction}`` (``ess`` None for
+    ``dm``, which does not weight sessions)."""
+    name = c["offline"]["select_by"]
+    est = ope["estimates"][name]
+    return {"kind": "off_policy", "estimator": name, "value": est["value"], "ci95": est["ci95"],
+            "ess": est.get("ess"), "n_episodes": est["n_episodes"],
+            "held_out_fraction": c["offline"]["eval_fraction"]}

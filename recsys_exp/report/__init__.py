@@ -15,6 +15,11 @@ the plots as PNG files beside them:
 * the probability-of-improvement matrix P(row > column) with 95% CIs;
 * every run that is missing, failed, still running or stopped early, and what it lacks.
 
+Runs on ``env=logged`` (no simulator) are scored by their off-policy estimate on the sessions held
+out of training (summary.json's ``objective``; a sweep trial's ``off_policy``): their section's
+table says so, names the estimator and the number of held-out sessions, and flags estimates whose
+effective sample size is too small to rank by (:func:`low_ess`).
+
 Statistics follow Agarwal et al. 2021 (see :mod:`recsys_exp.report.stats`).
 """
 
@@ -27,9 +32,28 @@ from pathlib import Path
 import numpy as np
 
 from recsys_exp.report import stats
-from recsys_exp.report.collect import RunRecord, collect
+from recsys_exp.report.collect import OffPolicy, RunRecord, collect
 
 OUTCOMES = ("completed", "failed", "stopped early", "skipped", "missing")
+# An off-policy estimate is too weakly supported to rank by when its effective sample size (Kish:
+# (sum w)^2 / sum w^2 over the held-out sessions' importance weights) is below either bound.
+ESS_MIN = 10.0         # a handful of sessions decide the estimate and its bootstrap CI
+ESS_MIN_SHARE = 0.01   # of the held-out sessions: the weights are degenerate (the target rarely takes
+                       # the logged slates), so a few large-weight sessions and their propensities decide it
+
+
+def low_ess(op: OffPolicy) -> bool:
+    """The estimate's ESS is below ``max(ESS_MIN, ESS_MIN_SHARE * held-out sessions)``. An unweighted
+    estimate (``dm``, no ESS) counts every held-out session once: its ESS is their number."""
+    ess = effective_sessions(op)
+    if ess is None:
+        return False
+    return ess < max(ESS_MIN, ESS_MIN_SHARE * (op.n_episodes or 0))
+
+
+def effective_sessions(op: OffPolicy) -> float | None:
+    """The estimate's ESS, or for an unweighted estimator the number of held-out sessions."""
+    return op.ess if op.ess is not None else (None if op.n_episodes is None else float(op.n_episodes))
 
 
 @dataclass
@@ -46,6 +70,11 @@ class AlgoRow:
     env_steps_per_s: float | None = None       # mean over runs
     wall_s: float | None = None                # mean over runs
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    # env=logged: the held-out sessions (smallest, largest over runs), the smallest ESS over runs
+    # (or sessions, for unweighted estimators) and the runs whose estimate is too weak to rank by
+    held_out: tuple[int, int] | None = None
+    ess_min: float | None = None
+    flagged: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +85,17 @@ class EnvSection:
     rows: list[AlgoRow]
     poi: dict[tuple[str, str], tuple[float, tuple[float, float] | None]]  # (x, y) -> P(x > y), CI
     curves: dict[str, dict[str, np.ndarray]]   # label -> stats.curve_band(...)
+    off_policy: OffPolicySummary | None = None  # env=logged: what the scores are
+
+
+@dataclass
+class OffPolicySummary:
+    """What the off-policy scores of one env's section are."""
+
+    estimators: list[str]                      # offline.select_by of the runs (one, unless they differ)
+    held_out: tuple[int, int] | None           # held-out sessions per run: smallest, largest
+    held_out_fraction: list[float]
+    low_ess: list[tuple[str, float, int | None]]  # (run, ESS, held-out sessions) of each flagged estimate
 
 
 @dataclass
@@ -88,7 +128,29 @@ def algo_row(label: str, records: list[RunRecord], reps: int, seed: int) -> Algo
     if len(scores) >= 2:
         row.iqm_ci = stats.stratified_bootstrap_ci(scores, "iqm", reps=reps, seed=seed)
         row.mean_ci = stats.stratified_bootstrap_ci(scores, "mean", reps=reps, seed=seed)
+    ops = [r.off_policy for r in done if r.off_policy is not None]
+    sessions = [op.n_episodes for op in ops if op.n_episodes is not None]
+    if sessions:
+        row.held_out = (min(sessions), max(sessions))
+    ess = [e for e in map(effective_sessions, ops) if e is not None]
+    row.ess_min = min(ess) if ess else None
+    row.flagged = [f"{r.name} (seed {r.seed})" if r.seed is not None else r.name
+                   for r in done if r.off_policy is not None and low_ess(r.off_policy)]
     return row
+
+
+def off_policy_summary(records: list[RunRecord]) -> OffPolicySummary | None:
+    """What the scores of an env's records are when they are off-policy estimates (else None)."""
+    ops = [(r, r.off_policy) for r in records if r.score is not None and r.off_policy is not None]
+    if not ops:
+        return None
+    sessions = [op.n_episodes for _, op in ops if op.n_episodes is not None]
+    flagged = [(f"{r.name} (seed {r.seed})" if r.seed is not None else r.name, effective_sessions(op), op.n_episodes)
+               for r, op in ops if low_ess(op)]
+    return OffPolicySummary(sorted({op.estimator for _, op in ops}),
+                            (min(sessions), max(sessions)) if sessions else None,
+                            sorted({op.held_out_fraction for _, op in ops if op.held_out_fraction is not None}),
+                            flagged)
 
 
 def env_section(env: str, records: list[RunRecord], reps: int, seed: int) -> EnvSection:
@@ -112,7 +174,7 @@ def env_section(env: str, records: list[RunRecord], reps: int, seed: int) -> Env
         band = stats.curve_band(seeds, reps=min(reps, 1000), seed=seed)
         if len(band["steps"]) and np.isfinite(band["mean"]).any():
             curves[a.label] = band
-    return EnvSection(env, rows, poi, curves)
+    return EnvSection(env, rows, poi, curves, off_policy_summary(records))
 
 
 def summarize(records: list[RunRecord], dirs: list[Path], reps: int = stats.DEFAULT_REPS, seed: int = 0) -> Report:

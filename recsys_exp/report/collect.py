@@ -32,6 +32,25 @@ class NoRunsFound(FileNotFoundError):
     """A dir given to the report holds no run dir and no multirun dir."""
 
 
+@dataclass(frozen=True)
+class OffPolicy:
+    """What an off-policy score is: the estimator, how many held-out sessions it used, its ESS."""
+
+    estimator: str
+    n_episodes: int | None           # held-out sessions the estimate averages over
+    ess: float | None                # Kish effective sample size; None for unweighted estimators (dm)
+    held_out_fraction: float | None = None
+
+    @classmethod
+    def from_objective(cls, objective: Any) -> OffPolicy | None:
+        """From a summary.json ``objective`` block (``kind: off_policy``); None for anything else."""
+        if not isinstance(objective, dict) or objective.get("kind") != "off_policy":
+            return None
+        n = _finite(objective.get("n_episodes"))
+        return cls(str(objective.get("estimator")), None if n is None else int(n), _finite(objective.get("ess")),
+                   _finite(objective.get("held_out_fraction")))
+
+
 @dataclass
 class RunRecord:
     """One replicate (or a gap where one should be)."""
@@ -49,6 +68,7 @@ class RunRecord:
     curve: tuple[np.ndarray, np.ndarray] | None = None  # (env steps, training episode return)
     problem: str | None = None       # what is missing or wrong, for the report's gap list
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    off_policy: OffPolicy | None = None  # env=logged: the score is this off-policy estimate
 
     @property
     def outcome(self) -> str:
@@ -189,12 +209,29 @@ def _unstarted_job(path: Path, name: str) -> RunRecord:
                     f"starting ({what}{'; log: ' + last[0].strip()[:200] if last else ''})")
     try:  # the unresolved config and Hydra's choices (no config: not used to tell configurations apart)
         cfg = yaml.safe_load((path / ".hydra" / "config.yaml").read_text()) or {}
-        choices = yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
-        guess = {"env": cfg.get("env") or {}, "algo": cfg.get("algo") or {}, "choices": choices or {}}
+        runtime = yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]
+        guess = {"env": cfg.get("env") or {}, "algo": cfg.get("algo") or {}, "choices": runtime["choices"] or {}}
+        logged = _logged_sizes(cfg, runtime.get("cwd"))
+        if logged is not None:
+            guess["env"] = {**guess["env"], **logged}
         rec.env, rec.algo, rec.seed = env_label(guess), algo_label(guess), cfg.get("seed")
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        pass
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError):
+        # env=logged with unreadable data: its sizes, hence its section, are unknown
+        rec.env = rec.algo = None
     return rec
+
+
+def _logged_sizes(cfg: dict[str, Any], cwd: str | None) -> dict[str, int] | None:
+    """``env=logged`` (an unresolved config): N and K from the metadata of its ``offline.path``, read
+    relative to the job's launch dir as the run would have (None for other envs). Raises OSError or
+    ValueError when the data cannot be read."""
+    from recsys_exp.envs import logged
+
+    if (cfg.get("env") or {}).get("name") != logged.NAME:
+        return None
+    data = Path((cfg.get("offline") or {}).get("path") or "")
+    meta = logged.logged_meta(str(data if data.is_absolute() else Path(cwd or ".") / data))
+    return {"num_candidates": meta["num_candidates"], "slate_size": meta["slate_size"]}
 
 
 def _load_plain_run(path: Path, name: str, config: dict[str, Any]) -> RunRecord:
@@ -211,6 +248,7 @@ def _load_plain_run(path: Path, name: str, config: dict[str, Any]) -> RunRecord:
         summary_err = summary_err or f"unreadable {METRICS_FILE} ({e})"
     if summary:
         rec.score = _finite(summary.get("eval_return_mean"))
+        rec.off_policy = OffPolicy.from_objective(summary.get("objective"))
         rec.env_steps_per_s = _finite(summary.get("env_steps_per_s"))
         rec.wall_s = _finite(summary.get("wall_s"))
         rec.timesteps = _finite(summary.get("timesteps"))
@@ -265,6 +303,7 @@ def load_sweep(path: Path, name: str, config: dict[str, Any]) -> list[RunRecord]
                           problem=f"sweep {_status_text(status, run)} — {err or f'no {SWEEP_FILE}'}")]
     curves = read_sweep_metrics(path)
     best = (sweep.get("best") or {}).get("trial_id")
+    objective = sweep.get("objective") or {}  # env=logged: the trials' scores are off-policy estimates
     seeds = [int(s) for s in sweep.get("seeds") or []]
     records = []
     for trial in sweep.get("trials") or []:
@@ -281,6 +320,9 @@ def load_sweep(path: Path, name: str, config: dict[str, Any]) -> list[RunRecord]
                             score=per_seed.get(seed), env_steps_per_s=_finite(trial.get("env_steps_per_s")),
                             wall_s=_finite(trial.get("wall_s")), timesteps=_finite(trial.get("timesteps")),
                             curve=_curve(rows or []), config=config)
+            seed_estimate = ((trial.get("off_policy") or {}).get("per_seed") or {}).get(str(seed))
+            if rec.score is not None and seed_estimate is not None:
+                rec.off_policy = OffPolicy.from_objective({**objective, **seed_estimate})
             if status == "stopped":
                 rec.problem = f"stopped early by the scheduler after {trial.get('iterations')} iterations, no final evaluation"
             elif status == "failed":

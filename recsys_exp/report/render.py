@@ -20,7 +20,7 @@ import numpy as np
 from recsys_exp.run_dir import atomic_write_text
 
 if TYPE_CHECKING:
-    from recsys_exp.report import EnvSection, Report
+    from recsys_exp.report import EnvSection, OffPolicySummary, Report
 
 Block = tuple  # ("h1" | "h2" | "h3", text) | ("p", text) | ("ul", [items]) | ("table", header, rows) | ("img", file, alt)
 
@@ -155,16 +155,72 @@ TABLE_HEADER = ["algorithm", "runs", "mean", "IQM", "95% CI (IQM, stratified boo
                 "env steps/s", "wall time"]
 
 
+LOW_ESS_MARK = "⚠"
+
+
+def fmt_sessions(span: tuple[int, int] | None) -> str:
+    """``200`` or ``190–210`` (smallest–largest over runs); an em dash for nothing."""
+    if span is None:
+        return "—"
+    return f"{span[0]:,}" if span[0] == span[1] else f"{span[0]:,}–{span[1]:,}"
+
+
+def off_policy_header(op: OffPolicySummary) -> list[str]:
+    """The results table's header for off-policy scores: the estimator and the held-out sessions
+    are in the score columns' names."""
+    what = f"{'/'.join(op.estimators)} off-policy estimate, {fmt_sessions(op.held_out)} held-out sessions"
+    return ["algorithm", "runs", f"mean ({what})", "IQM", "95% CI (IQM, stratified bootstrap)", "mean 95% CI",
+            "held-out sessions", "smallest ESS", "rows trained/s", "wall time"]
+
+
+def off_policy_note(op: OffPolicySummary) -> str:
+    """The paragraph above an off-policy results table: what the scores are and what is flagged."""
+    from recsys_exp.report import ESS_MIN, ESS_MIN_SHARE
+
+    share = ", ".join(f"{f:g}" for f in op.held_out_fraction) or "?"
+    return (f"Off-policy estimates, not simulated returns (env=logged has no simulator): each score is the "
+            f"`{'`/`'.join(op.estimators)}` estimate (offline.select_by) of the trained policy's value on the "
+            f"{fmt_sessions(op.held_out)} sessions held out of its training (offline.eval_fraction {share}). "
+            f"{LOW_ESS_MARK} marks estimates too weakly supported to rank by: effective sample size (Kish, "
+            f"(Σw)²/Σw² of the sessions' importance weights) below {ESS_MIN:g} or below {ESS_MIN_SHARE:.0%} of the "
+            f"held-out sessions. Under {ESS_MIN:g} effective sessions a handful of sessions decide the estimate and "
+            f"its bootstrap CI; under {ESS_MIN_SHARE:.0%} the weights are degenerate (the policy rarely picks the "
+            f"logged slates), so a few large-weight sessions and the exactness of their logged propensities decide "
+            f"it. An unweighted estimator (`dm`) counts each held-out session once: its ESS is their number.")
+
+
 def _env_blocks(section: EnvSection, images: dict[str, bytes]) -> list[Block]:
     blocks: list[Block] = [("h2", section.env)]
-    rows = [[a.label, str(a.runs) if a.runs == a.total else f"{a.runs} of {a.total}", fmt(a.mean), fmt(a.iqm),
-             fmt_ci(a.iqm_ci), fmt_ci(a.mean_ci), fmt_rate(a.env_steps_per_s), fmt_duration(a.wall_s)]
-            for a in section.rows]
-    blocks.append(("table", TABLE_HEADER, rows))
+    op = section.off_policy
+    rows = []
+    for a in section.rows:
+        runs = str(a.runs) if a.runs == a.total else f"{a.runs} of {a.total}"
+        if op is None:
+            rows.append([a.label, runs, fmt(a.mean), fmt(a.iqm), fmt_ci(a.iqm_ci), fmt_ci(a.mean_ci),
+                         fmt_rate(a.env_steps_per_s), fmt_duration(a.wall_s)])
+            continue
+        ess = "—" if a.ess_min is None else f"{a.ess_min:,.1f}"
+        if a.flagged:
+            ess += f" {LOW_ESS_MARK} ({len(a.flagged)} of {a.runs} runs)"
+        label = f"{a.label} {LOW_ESS_MARK}" if a.flagged else a.label
+        rows.append([label, runs, fmt(a.mean, 4), fmt(a.iqm, 4), fmt_ci(a.iqm_ci, 4), fmt_ci(a.mean_ci, 4),
+                     fmt_sessions(a.held_out), ess, fmt_rate(a.env_steps_per_s), fmt_duration(a.wall_s)])
+    if op is not None:
+        blocks.append(("p", off_policy_note(op)))
+        blocks.append(("table", off_policy_header(op), rows))
+        if op.low_ess:
+            blocks.append(("p", f"{LOW_ESS_MARK} Estimates too weakly supported to rank by:"))
+            blocks.append(("ul", [f"{name}: ESS {ess:,.1f} of {'?' if n is None else f'{n:,}'} held-out sessions"
+                                  for name, ess, n in op.low_ess]))
+    else:
+        blocks.append(("table", TABLE_HEADER, rows))
     curves, poi = f"report_{slug(section.env)}_curves.png", f"report_{slug(section.env)}_poi.png"
     blocks.append(("h3", "Learning curves"))
     if curves in images:
         blocks.append(("img", curves, f"learning curves on {section.env}"))
+    elif op is not None:
+        blocks.append(("p", ("No learning curves: env=logged has no simulator, so training has no episode returns "
+                             "(a run's score is its off-policy estimate after training).")))
     else:
         blocks.append(("p", "No learning-curve data: no metrics.csv row with a finished training episode."))
     blocks.append(("h3", "Probability of improvement"))
@@ -172,9 +228,10 @@ def _env_blocks(section: EnvSection, images: dict[str, bytes]) -> list[Block]:
     if len(labels) < 2:
         blocks.append(("p", "Needs at least two algorithms with a final evaluation."))
         return blocks
-    blocks.append(("p", "P(row > column): the probability that a random seed of the row algorithm ends with a "
-                        "higher final return than a random seed of the column algorithm (ties count ½), with a "
-                        "95% CI from resampling both algorithms' seeds independently."))
+    score = "final return" if op is None else "off-policy estimate"
+    blocks.append(("p", (f"P(row > column): the probability that a random seed of the row algorithm ends with a "
+                         f"higher {score} than a random seed of the column algorithm (ties count ½), with a "
+                         f"95% CI from resampling both algorithms' seeds independently.")))
     table = [[x] + ["—" if x == y else fmt(section.poi[(x, y)][0]) + (
         "" if section.poi[(x, y)][1] is None else " " + fmt_ci(section.poi[(x, y)][1])) for y in labels]
         for x in labels]
@@ -193,12 +250,13 @@ def blocks(report: Report, images: dict[str, bytes]) -> list[Block]:
     out: list[Block] = [
         ("h1", "recsys_exp comparison report"),
         ("ul", [f"dirs: {', '.join(str(d) for d in report.dirs)}", f"written: {report.created}", counts]),
-        ("p", "Score of a run: its final greedy-evaluation return (summary.json `eval_return_mean`; for a sweep "
-              "trial, each seed's `eval_per_seed`); the replicates are the seeds. IQM: interquartile mean, the "
-              "mean of the seeds' scores after cutting ⌊n/4⌋ of n at each end (scipy.stats.trim_mean(x, 0.25); "
-              "the plain mean below 4 seeds). 95% CIs: percentile stratified bootstrap over seeds within each env, "
-              f"{report.reps:,} resamples, RNG seed {report.seed} (— with fewer than 2 runs). env steps/s and "
-              f"wall time: mean over runs. Methods: {REFERENCE}."),
+        ("p", ("Score of a run: its final greedy-evaluation return (summary.json `eval_return_mean`; for a sweep "
+               "trial, each seed's `eval_per_seed`; for env=logged runs, which have no simulator, the off-policy "
+               "estimate on their held-out sessions, as their sections say); the replicates are the seeds. IQM: "
+               "interquartile mean, the mean of the seeds' scores after cutting ⌊n/4⌋ of n at each end "
+               "(scipy.stats.trim_mean(x, 0.25); the plain mean below 4 seeds). 95% CIs: percentile stratified "
+               f"bootstrap over seeds within each env, {report.reps:,} resamples, RNG seed {report.seed} (— with "
+               f"fewer than 2 runs). env steps/s and wall time: mean over runs. Methods: {REFERENCE}.")),
     ]
     if not report.sections:
         out.append(("p", "No run with a known env and algorithm was found."))

@@ -29,15 +29,17 @@ def prepare_train(c: dict[str, Any]):
     probe value of their search space instead (and return None)."""
     from recsys_exp.runner.build import build_algorithm_config
 
+    if env_spec(c).is_logged:  # the final off-policy evaluation must be possible before training starts
+        from recsys_exp.config.search_space import seed_list
+        from recsys_exp.offline.evaluation import check_held_out
+
+        for seed in seed_list(c) if is_sweep(c) else [c["seed"]]:  # each seed holds out its own sessions
+            check_held_out({**c, "seed": seed})
     if is_sweep(c):
         from recsys_exp.sweep.run import check_with_rllib
 
         check_with_rllib(c)
         return None
-    if env_spec(c).is_logged:  # the final off-policy evaluation must be possible before training starts
-        from recsys_exp.offline.evaluation import check_held_out
-
-        check_held_out(c)
     checkpoint = str(locate_checkpoint(c["restore"])[0]) if c["restore"] else None
     return (*build_algorithm_config(c, checkpoint), checkpoint)
 

@@ -140,16 +140,13 @@ def _float(x: Any) -> float | None:
 def off_policy_objective(c: dict[str, Any], checkpoint: Path, run_dir: Path) -> dict[str, Any]:
     """``env=logged``: off-policy estimates of the trained policy on the held-out sessions
     (ope.json); the ``offline.select_by`` estimate as the run's evaluation, with its CI, ESS and n."""
-    from recsys_exp.offline.evaluation import off_policy_evaluation
+    from recsys_exp.offline.evaluation import objective_block, off_policy_evaluation
 
     ope = off_policy_evaluation(c, checkpoint, held_out=True)
     atomic_write_json(run_dir / "ope.json", ope)
-    name = c["offline"]["select_by"]
-    est = ope["estimates"][name]
-    objective = {"kind": "off_policy", "estimator": name, "value": est["value"], "ci95": est["ci95"],
-                 "ess": est.get("ess"), "n_episodes": est["n_episodes"], "held_out_fraction": c["offline"]["eval_fraction"]}
-    return {"episode_return_mean": est["value"], "ci95": est["ci95"], "episodes": est["n_episodes"],
-            "objective": objective}
+    objective = objective_block(c, ope)
+    return {"episode_return_mean": objective["value"], "ci95": objective["ci95"],
+            "episodes": objective["n_episodes"], "objective": objective}
 
 
 def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_checkpoint: str | None = None) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 Files of a sweep dir (besides config.yaml, run.json, metrics.csv with a ``seed`` column)::
 
     sweep.json          every trial: params, status, objective, greedy evaluation per seed
+                        (env=logged: off-policy estimates on held-out sessions, and ``objective``
+                        says which: estimator, held-out share, target, when they are computed)
     summary.json        the best trial's numbers (same keys as a training run's summary)
     best_config.yaml    the best configuration as a preset (copy to conf/experiment/)
     best_checkpoint     -> the best trial's last checkpoint (seed_<s>/ per seed)
@@ -24,6 +26,32 @@ from recsys_exp.errors import ConfigError
 from recsys_exp.run_dir import EXPERIMENT_NAME, SUMMARY_FILE, atomic_write_json, atomic_write_text
 
 SWEEP_FILE, BEST_CONFIG_FILE, BEST_CHECKPOINT = "sweep.json", "best_config.yaml", "best_checkpoint"
+DEFAULT_METRIC = "env_runners/episode_return_mean"  # tune.metric's default: the training return
+OFF_POLICY_METRIC = "off_policy/value"  # env=logged: the trials' off-policy estimate (sweep/trainable.py)
+
+
+def is_logged(c: dict[str, Any]) -> bool:
+    """The sweep's env is ``env=logged``: no simulator, trials are evaluated off-policy."""
+    from recsys_exp.envs.spec import env_spec
+
+    return env_spec(c).is_logged
+
+
+def objective_metric(c: dict[str, Any]) -> str:
+    """The result key Tune ranks and schedules trials by: ``tune.metric``, except that with
+    ``env=logged`` (no training episodes) the default training return stands for the trials'
+    off-policy estimate ``off_policy/value``."""
+    metric = c["tune"]["metric"]
+    return OFF_POLICY_METRIC if metric == DEFAULT_METRIC and is_logged(c) else metric
+
+
+def off_policy_description(c: dict[str, Any]) -> dict[str, Any]:
+    """What a logged-env sweep's objective is: sweep.json's ``objective``."""
+    off = c["offline"]
+    return {"kind": "off_policy", "metric": objective_metric(c), "estimator": off["select_by"],
+            "estimators": list(off["estimators"]), "held_out_fraction": off["eval_fraction"],
+            "target": off["target"], "gamma": off["gamma"], "bootstrap": off["bootstrap"],
+            "computed": "after every iteration" if c["tune"]["scheduler"] != "none" else "after the last iteration"}
 
 
 def max_t(c: dict[str, Any]) -> int:
@@ -106,7 +134,7 @@ def run_sweep(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     else:
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune.TuneConfig(metric=t["metric"], mode=t["mode"], num_samples=t["num_samples"],
+            tune_config=tune.TuneConfig(metric=objective_metric(c), mode=t["mode"], num_samples=t["num_samples"],
                                         max_concurrent_trials=t["max_concurrent_trials"],
                                         scheduler=scheduler(c, flat), search_alg=search_alg(c),
                                         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
@@ -149,7 +177,7 @@ def describe_trials(c: dict[str, Any], results) -> list[dict[str, Any]]:
     from recsys_exp.runner.tracking import result_value
 
     status = {tr.trial_id: tr.status for tr in results._experiment_analysis.trials}
-    metric, seeds = c["tune"]["metric"], c["tune"]["seeds"]
+    metric, seeds, logged = objective_metric(c), c["tune"]["seeds"], is_logged(c)
     out = []
     for r in results:
         m = r.metrics or {}
@@ -157,7 +185,7 @@ def describe_trials(c: dict[str, Any], results) -> list[dict[str, Any]]:
         steps = result_value(m, "num_env_steps_sampled_lifetime")
         secs = m.get("time_total_s")
         ev = result_value(m, "evaluation") or {}
-        out.append({
+        record = {
             "trial_id": trial_id,
             "params": {k: r.config[k] for k in sorted(r.config)},
             "label": params_label(r.config),
@@ -172,8 +200,27 @@ def describe_trials(c: dict[str, Any], results) -> list[dict[str, Any]]:
             "checkpoint": r.checkpoint.path if r.checkpoint else None,
             "node_id": m.get("node_id"),
             "error": str(r.error).strip().splitlines()[-1] if r.error else None,
-        })
+        }
+        if logged:  # the last estimate (the final evaluation's for trials that ran their budget)
+            record["off_policy"] = _off_policy_record(ev.get("off_policy") or result_value(m, "off_policy"))
+        out.append(record)
     return out
+
+
+def _off_policy_record(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A trial's ``off_policy`` result as sweep.json keeps it: NaN -> None, CI as a pair."""
+    if not result:
+        return None
+    per_seed = {s: {"value": _finite(r.get("value")), "ci95": [_finite(r.get("ci95_low")), _finite(r.get("ci95_high"))],
+                    "ess": _finite(r.get("ess")), "n_episodes": _count(r.get("n_episodes"))}
+                for s, r in (result.get("per_seed") or {}).items()}
+    return {"value": _finite(result.get("value")), "ess": _finite(result.get("ess")),
+            "n_episodes": _count(result.get("n_episodes")), "per_seed": per_seed}
+
+
+def _count(x: Any) -> int | None:
+    x = _finite(x)
+    return None if x is None else int(x)
 
 
 def best_trial(c: dict[str, Any], trials: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str]:
@@ -188,11 +235,11 @@ def best_trial(c: dict[str, Any], trials: list[dict[str, Any]]) -> tuple[dict[st
     sign = 1 if c["tune"]["mode"] == "max" else -1
     scored = [tr for tr in full if tr["objective"] is not None]
     if scored:
-        return max(scored, key=lambda tr: sign * tr["objective"]), c["tune"]["metric"]
+        return max(scored, key=lambda tr: sign * tr["objective"]), objective_metric(c)
     evaluated = [tr for tr in full if tr["eval_return_mean"] is not None]
     if evaluated:
         return max(evaluated, key=lambda tr: tr["eval_return_mean"]), "evaluation/episode_return_mean"
-    return None, c["tune"]["metric"]
+    return None, objective_metric(c)
 
 
 def best_config_yaml(c: dict[str, Any], best: dict[str, Any], run_dir: Path, ranked_by: str) -> str:
@@ -203,10 +250,10 @@ def best_config_yaml(c: dict[str, Any], best: dict[str, Any], run_dir: Path, ran
     defaults = [{f"override /{g}": choices[g]} for g in ("env", "algo", "offline") if g in choices]
     defaults.append({"override /tune": "none"})
     body = {"defaults": defaults, "seed": tc["seed"]}
-    score = best["objective"] if ranked_by == c["tune"]["metric"] else best["eval_return_mean"]
+    score = best["objective"] if ranked_by == objective_metric(c) else best["eval_return_mean"]
     for key in ("env", "algo", "exploration", "model", "stop", "eval"):
         body[key] = tc[key]
-    if tc["offline"]["name"] != "none":
+    if tc["offline"]["name"] != "none" or tc["offline"]["path"]:  # env=logged: the data and its held-out split
         body["offline"] = tc["offline"]
     header = (f"# @package _global_\n"
               f"# Best configuration of the sweep in {run_dir} (trial {best['trial_id']}: {best['label']};\n"
@@ -226,15 +273,19 @@ def write_outputs(c: dict[str, Any], run_dir: Path, trials: list[dict[str, Any]]
     from recsys_exp.runner.tracking import symlink_atomic
 
     best, ranked_by = best_trial(c, trials)
-    if best is not None and ranked_by != c["tune"]["metric"]:
-        print(f"recsys_exp: no trial reported a finite tune.metric={c['tune']['metric']} at its end (a typo, or no "
+    metric, logged = objective_metric(c), is_logged(c)
+    if best is not None and ranked_by != metric:
+        print(f"recsys_exp: no trial reported a finite tune.metric={metric} at its end (a typo, or no "
               f"episode finished); the best trial is ranked by {ranked_by}", file=sys.stderr, flush=True)
     if best is not None:
+        evaluation = (f"off-policy estimate ({c['offline']['select_by']}, held-out sessions)" if logged
+                      else "greedy evaluation")
         print(f"best trial {best['trial_id']} ({best['label']}): {ranked_by} "
-              f"{best['objective'] if ranked_by == c['tune']['metric'] else best['eval_return_mean']:.4g}, "
-              f"greedy evaluation {best['eval_return_mean']} -> {run_dir / BEST_CONFIG_FILE}", flush=True)
+              f"{best['objective'] if ranked_by == metric else best['eval_return_mean']:.4g}, "
+              f"{evaluation} {best['eval_return_mean']} -> {run_dir / BEST_CONFIG_FILE}", flush=True)
     atomic_write_json(run_dir / SWEEP_FILE, {
-        "metric": c["tune"]["metric"], "mode": c["tune"]["mode"], "seeds": _seeds(c),
+        "metric": metric, "mode": c["tune"]["mode"], "seeds": _seeds(c),
+        **({"objective": off_policy_description(c)} if logged else {}),
         "search_space": flatten_space(c["tune"]["search_space"]), "scheduler": c["tune"]["scheduler"],
         "search_alg": c["tune"]["search_alg"], "trials": trials,
         "best": None if best is None else {"ranked_by": ranked_by, **{
@@ -249,11 +300,25 @@ def write_outputs(c: dict[str, Any], run_dir: Path, trials: list[dict[str, Any]]
             "eval_return_mean": best["eval_return_mean"], "eval_per_seed": best["eval_per_seed"],
             "eval_ci95": _t_interval(per_seed), "env_steps_per_s": best["env_steps_per_s"],
             "iterations": best["iterations"], "checkpoint": best["checkpoint"]})
+        if logged and best.get("off_policy"):
+            summary["objective"] = summary_objective(c, best["off_policy"])
         atomic_write_text(run_dir / BEST_CONFIG_FILE, best_config_yaml(c, best, run_dir, ranked_by))
         if best["checkpoint"] and "://" not in best["checkpoint"]:
             symlink_atomic(Path(best["checkpoint"]), run_dir / BEST_CHECKPOINT)
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def summary_objective(c: dict[str, Any], off_policy: dict[str, Any]) -> dict[str, Any]:
+    """A logged-env sweep's summary.json ``objective``, shaped as a logged-env training run's: the best
+    trial's ``offline.select_by`` estimate on the held-out sessions — ``value`` the mean over its seeds,
+    ``ci95`` the bootstrap interval with one seed (None with several: each seed's is in ``per_seed``),
+    ``ess`` and ``n_episodes`` the smallest over the seeds."""
+    per_seed = off_policy["per_seed"]
+    one = next(iter(per_seed.values())) if len(per_seed) == 1 else None
+    return {"kind": "off_policy", "estimator": c["offline"]["select_by"], "value": off_policy["value"],
+            "ci95": one["ci95"] if one else None, "ess": off_policy["ess"], "n_episodes": off_policy["n_episodes"],
+            "held_out_fraction": c["offline"]["eval_fraction"], "per_seed": per_seed}
 
 
 def _t_interval(values: list[float]) -> list[float] | None:
