@@ -58,7 +58,7 @@ def click_weights(run_dir: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def runs(ray_session, tmp_path_factory) -> dict[str, Path]:
     """Train the plugin, evaluate it, continue it (the CLI under test); and the random baseline on the
-    same env, seed and budget (in process: it is only the reference)."""
+    same env, seed and evaluation episodes (in process: it is only the reference)."""
     import recsys_exp
 
     root = tmp_path_factory.mktemp("plugin")
@@ -69,7 +69,9 @@ def runs(ray_session, tmp_path_factory) -> dict[str, Path]:
             f"hydra.run.dir={dirs['evaluate']}")
     run_cli(f"restore={dirs['train']}", f"stop.timesteps={CONTINUE_STEPS}", "logger.mode=disabled", "progress=false",
             f"hydra.run.dir={dirs['continue']}")
-    recsys_exp.run(["algo=random", *COMMON, f"stop.timesteps={TRAIN_STEPS}"], run_dir=dirs["random"])
+    # Random slates learn nothing: one short iteration, then the same 50 evaluation episodes.
+    recsys_exp.run(["algo=random", *COMMON, "stop.timesteps=500", "algo.training.train_batch_size_per_learner=500"],
+                   run_dir=dirs["random"])
     return dirs
 
 
@@ -86,7 +88,7 @@ def test_train_writes_the_run_dir(runs):
 
 
 def test_learns_what_drives_clicks(runs):
-    """Its greedy evaluation beats uniform random slates on the same users (same env, seed, budget),
+    """Its greedy evaluation beats uniform random slates on the same users (same env, seed, episodes),
     and its weights rank topic 0 above topic 1, as the env's constants do (both user types click
     topic 0 more on average: mean affinity 0.52 vs 0.28 plus quality ≈ 2.2 vs 1.2); the initial
     weights are all zero and rank nothing."""
