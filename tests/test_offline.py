@@ -277,6 +277,14 @@ def test_record_train_offline_evaluate_and_continue_online(ray_session, tmp_path
     for est in ope["estimates"].values():
         assert est["ci95"][0] <= est["value"] <= est["ci95"][1]
     assert ope["data"]["rows"] >= 1000 and np.isfinite(ope["simulated"]["value"])
+    # Every estimate has a verdict; the feasible range is the logged rewards' times the longest session.
+    logged = LoggedData.read(data)
+    horizon = np.bincount(logged.episode_id - logged.episode_id.min()).max()
+    assert ope["feasible_range"] == pytest.approx([min(0.0, logged.reward.min()) * horizon,
+                                                   max(0.0, logged.reward.max()) * horizon])
+    assert all(isinstance(e["reliable"], bool) and e["reason"] for e in ope["estimates"].values())
+    assert ope["recommended"] is None or ope["estimates"][ope["recommended"]]["reliable"]
+    assert "ope recommended:" in capsys.readouterr().out
 
     # The offline checkpoint starts online SlateQ training (same module).
     result = run(tmp_path, "online", f"restore={tmp_path / 'cql'}", "algo=slateq", "offline=none",

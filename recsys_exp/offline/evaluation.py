@@ -185,6 +185,7 @@ def policy_estimates(c: dict[str, Any], policy, data, held_out: bool = False,
     from recsys_exp.envs.spec import env_spec
     from recsys_exp.offline.dataset import DataError
     from recsys_exp.offline.ope import OPEError, estimate
+    from recsys_exp.offline.verdict import add_verdicts, feasible_range
 
     off, spec = c["offline"], env_spec(c)
     start = time.perf_counter()
@@ -196,9 +197,13 @@ def policy_estimates(c: dict[str, Any], policy, data, held_out: bool = False,
                              clip=off["clip"], dros_lambda=off["dros_lambda"], switch_tau=off["switch_tau"])
     except (OPEError, DataError) as e:
         raise ConfigError(f"offline.path={off['path']}: {e}") from None
+    # A verdict next to every number (recsys_exp.offline.verdict): reliable or not, why, which to read.
+    feasible = feasible_range(data.reward, data.episode_id, off["gamma"])
+    recommended = add_verdicts(estimates, feasible)
     truth = None if spec.is_logged else simulated_value(c, policy, explore, off["gamma"], c["eval"]["episodes"],
                                                         eval_seed(c["seed"]))
-    return {"estimates": estimates, **({"simulated": truth} if truth else {}), "target": off["target"],
+    return {"estimates": estimates, "recommended": recommended, "feasible_range": list(feasible),
+            **({"simulated": truth} if truth else {}), "target": off["target"],
             "gamma": off["gamma"], "clip": off["clip"],
             "checkpoint": None if checkpoint is None else str(checkpoint),
             "held_out": held_out,

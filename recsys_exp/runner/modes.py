@@ -83,14 +83,21 @@ def evaluate_mode(c: dict[str, Any], run_dir: Path, prepared=None) -> float:
 
 
 def print_ope(ope: dict[str, Any]) -> None:
-    """One line per estimate with its 95% interval (and ESS), after the simulated value if there is one."""
+    """One line per estimate with its 95% interval (and ESS) and its verdict (unreliable ones say
+    why), after the simulated value if there is one; then the recommended estimate."""
     sim = ope.get("simulated")
     if sim:
         print(f"ope (gamma {ope['gamma']}): simulated {sim['value']:.2f} (95% CI {sim['ci95'][0]:.2f}.."
               f"{sim['ci95'][1]:.2f})", flush=True)
     for name, est in ope["estimates"].items():
         ess = f", ESS {est['ess']:.1f} of {est['n_episodes']} sessions" if "ess" in est else ""
-        print(f"ope {name}: {est['value']:.4g} (95% CI {est['ci95'][0]:.4g}..{est['ci95'][1]:.4g}{ess})", flush=True)
+        verdict = "" if est.get("reliable", True) else f"  UNRELIABLE: {est['reason']}"
+        print(f"ope {name}: {est['value']:.4g} (95% CI {est['ci95'][0]:.4g}..{est['ci95'][1]:.4g}{ess}){verdict}",
+              flush=True)
+    if "recommended" in ope:
+        best = ope["recommended"]
+        print(f"ope recommended: {best} ({ope['estimates'][best]['value']:.4g})" if best else
+              "ope recommended: none (no estimate is reliable; see the reasons above)", flush=True)
 
 
 @register_mode("record")
