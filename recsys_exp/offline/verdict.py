@@ -65,7 +65,8 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float]) -> tuple[b
             return False, (f"ESS {ess:.1f} of {n} sessions is below {floor:.4g} (max({ESS_MIN:g}, "
                            f"{ESS_MIN_SHARE:.0%} of the sessions)): a few sessions decide the estimate and its CI")
         return True, f"ESS {ess:.1f} of {n} sessions; inside the feasible range"
-    return True, "model-based (no importance weights; the interval holds the fitted model fixed); inside the feasible range"
+    return True, ("model-based (no importance weights; the interval holds the fitted model fixed); "
+                  "inside the feasible range")
 
 
 def add_verdicts(estimates: dict[str, dict[str, Any]], feasible: tuple[float, float]) -> str | None:
