@@ -49,6 +49,13 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return [p for p in links.iterdir() if p.name.startswith("checkpoint_")] if links.is_dir() else []
 
 
+def tune_state_saved_after(run_dir: Path, paths: list[Path]) -> bool:
+    """Tune's experiment state file of the run was written after every one of ``paths`` (links) appeared."""
+    newest = max(p.lstat().st_mtime for p in paths)
+    states = list((run_dir / "ray_results").glob("*/experiment_state-*.json"))
+    return any(f.stat().st_mtime > newest for f in states)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A two-iteration PPO run of the real CLI with W&B offline (shared by every test below that
@@ -180,7 +187,9 @@ def test_resume_after_kill(ray_session, tmp_path: Path):
     deadline = time.time() + 180
     try:
         while time.time() < deadline:
-            if len(checkpoint_dirs(run_dir)) >= 2:
+            # Two checkpoints, and Tune's experiment state saved after the second was linked (on a
+            # busy machine the driver can take two results in one step and not have saved yet).
+            if len(checkpoint_dirs(run_dir)) >= 2 and tune_state_saved_after(run_dir, checkpoint_dirs(run_dir)):
                 break
             assert proc.poll() is None, "run ended before it could be killed"
             time.sleep(0.2)
