@@ -92,7 +92,7 @@ class LoggedDataTraining:
             self.metrics.aggregate(results, key=LEARNER_RESULTS)
 
 
-class LoggedRowsOnce:
+class LoggedRowsOnce(LoggedDataTraining):
     """Mixin (first base) for the bandits: each iteration absorbs the next
     ``train_batch_size_per_learner`` training rows of the logs, in one seeded random order, each row
     once. A closed-form posterior must see every observation once (a second pass would count each
@@ -104,9 +104,7 @@ class LoggedRowsOnce:
     """
 
     def setup(self, config):
-        super().setup(config)
-        self.logged = LoggedRows(self.config.logged_data_path, self.config.env, self.config.env_config,
-                                 self.config.seed or 0, self.config.logged_holdout)
+        super().setup(config)  # LoggedDataTraining: self.logged
         self.row_order = np.random.default_rng(self.config.seed or 0).permutation(self.logged.data.num_rows)
 
     def _rows_of(self, iteration: int) -> np.ndarray:

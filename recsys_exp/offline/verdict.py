@@ -34,6 +34,12 @@ ESS_MIN_SHARE = 0.01  # ... or below this share of the sessions (degenerate weig
 PREFERENCE = ("dr", "sndr", "dros", "switch_dr", "snips", "ips", "iips", "rips", "dm")
 
 
+def ess_floor(n_sessions: int) -> float:
+    """The smallest ESS an importance-weighted estimate over ``n_sessions`` sessions is trusted with:
+    ``max(ESS_MIN, ESS_MIN_SHARE · n_sessions)`` (also the report's low-ESS flag)."""
+    return max(ESS_MIN, ESS_MIN_SHARE * n_sessions)
+
+
 def feasible_range(reward: np.ndarray, episode: np.ndarray, gamma: float) -> tuple[float, float]:
     """``(low, high)``: the range of (γ-discounted) session returns that per-step rewards in the
     logged range and sessions no longer than the longest logged one allow (module docstring).
@@ -60,7 +66,7 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float]) -> tuple[b
         return False, (f"{value:.4g} is outside the feasible range [{low:.4g}, {high:.4g}] of session returns "
                        f"(logged per-step rewards, the longest logged session)")
     if ess is not None:
-        floor = max(ESS_MIN, ESS_MIN_SHARE * n)
+        floor = ess_floor(n)
         if not ess >= floor:
             return False, (f"ESS {ess:.1f} of {n} sessions is below {floor:.4g} (max({ESS_MIN:g}, "
                            f"{ESS_MIN_SHARE:.0%} of the sessions)): a few sessions decide the estimate and its CI")

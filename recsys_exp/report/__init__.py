@@ -31,15 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_exp.offline.verdict import ESS_MIN, ESS_MIN_SHARE, ess_floor  # noqa: F401  (render reads ESS_MIN*)
 from recsys_exp.report import stats
 from recsys_exp.report.collect import OffPolicy, RunRecord, collect
 
 OUTCOMES = ("completed", "failed", "stopped early", "skipped", "missing")
 # An off-policy estimate is too weakly supported to rank by when its effective sample size (Kish:
-# (sum w)^2 / sum w^2 over the held-out sessions' importance weights) is below either bound.
-ESS_MIN = 10.0         # a handful of sessions decide the estimate and its bootstrap CI
-ESS_MIN_SHARE = 0.01   # of the held-out sessions: the weights are degenerate (the target rarely takes
-                       # the logged slates), so a few large-weight sessions and their propensities decide it
+# (sum w)^2 / sum w^2 over the held-out sessions' importance weights) is below either bound: ESS_MIN
+# (a handful of sessions decide the estimate and its bootstrap CI) or ESS_MIN_SHARE of the held-out
+# sessions (the weights are degenerate: the target rarely takes the logged slates, so a few
+# large-weight sessions and their propensities decide it). The same floor as ope.json's verdicts
+# (recsys_exp.offline.verdict.ess_floor).
 
 
 def low_ess(op: OffPolicy) -> bool:
@@ -48,7 +50,7 @@ def low_ess(op: OffPolicy) -> bool:
     ess = effective_sessions(op)
     if ess is None:
         return False
-    return ess < max(ESS_MIN, ESS_MIN_SHARE * (op.n_episodes or 0))
+    return ess < ess_floor(op.n_episodes or 0)
 
 
 def effective_sessions(op: OffPolicy) -> float | None:
