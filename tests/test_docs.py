@@ -49,10 +49,13 @@ def test_readme_links_resolve(site):
     links = re.findall(r"\]\(([^)\s]+)\)", text)
     local = [link for link in links if not re.match(r"[a-z]+:", link)]
     assert any(link.startswith("docs/") for link in local)
+    headings = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
     for link in local:
         path, _, anchor = link.partition("#")
-        if not path:
-            continue  # an anchor of the README itself
+        if not path:  # an anchor of the README itself: a heading's GitHub slug
+            assert anchor in headings, f"README links to #{anchor}: no such heading (has {sorted(headings)})"
+            continue
         assert (ROOT / path).exists(), f"README links to {path}, which does not exist"
         if anchor:
             assert path.startswith("docs/") and path.endswith(".md"), link
