@@ -99,13 +99,26 @@ class EngagementResponse(ResponseModel):
     def __init__(self, p: LongTermSatisfactionParams):
         self.p = p
 
-    def respond(self, rng, users, slate, clicked):
+    def log_engagement(self, users, slate):
+        """(loc, scale) (B,) of the normal whose exp is the engagement with slot 0."""
         p = self.p
         c = slate["clickbait"][:, 0]
         loc = (c * p.choc_mean + (1.0 - c) * p.kale_mean) * users["satisfaction"]
-        scale = c * p.choc_stddev + (1.0 - c) * p.kale_stddev
+        return loc, c * p.choc_stddev + (1.0 - c) * p.kale_stddev
+
+    def respond(self, rng, users, slate, clicked):
+        loc, scale = self.log_engagement(users, slate)
+        return self._responses(slate, np.exp(rng.normal(loc, scale)))
+
+    def expected_responses(self, users, slate, clicked):
+        """The mean of :meth:`respond`'s responses: E[engagement] = exp(loc + scale²/2) (log-normal mean)."""
+        loc, scale = self.log_engagement(users, slate)
+        return self._responses(slate, np.exp(loc + 0.5 * scale ** 2))
+
+    @staticmethod
+    def _responses(slate, slot0_engagement):
         engagement = np.zeros_like(slate["clickbait"])
-        engagement[:, 0] = np.exp(rng.normal(loc, scale))
+        engagement[:, 0] = slot0_engagement
         click = np.zeros(engagement.shape, dtype=np.int64)
         click[:, 0] = 1
         return {"click": click, "engagement": engagement}
