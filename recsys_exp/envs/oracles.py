@@ -150,7 +150,8 @@ class RolloutOracle:
                  candidates: int | None = 8, rollouts: int = 8, depth: int | None = None, z: float = 2.0,
                  seed: int = 0, base: Callable[[Arrays, Arrays], np.ndarray] | None = None):
         for key, value, low in (("candidates", candidates, 1), ("rollouts", rollouts, 1), ("depth", depth, 0)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            if (value is not None or key == "rollouts") and (isinstance(value, bool) or not isinstance(value, int)
+                                                             or value < low):
                 raise ValueError(f"RolloutOracle: {key} must be an integer >= {low}"
                                  f"{' or None' if key != 'rollouts' else ''}, got {value!r}")
         self.sim, self.num_candidates, self.slate_size = sim, num_candidates, slate_size
