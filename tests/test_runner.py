@@ -4,8 +4,11 @@ job), and the in-process API (``recsys_exp.run`` on the session's Ray) for every
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -59,11 +62,21 @@ def tune_state_saved_after(run_dir: Path, paths: list[Path]) -> bool:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A two-iteration PPO run of the real CLI with W&B offline (shared by every test below that
-    needs a trained run)."""
+    needs a trained run); its terminal output is kept next to the run dir (terminal.out/.err)."""
     run_dir = tmp_path_factory.mktemp("train") / "run"
-    run_cli(*TINY, "stop.timesteps=1000", "logger.mode=offline", "checkpoint.frequency=1",
-            f"hydra.run.dir={run_dir}")
+    proc = run_cli(*TINY, "stop.timesteps=1000", "logger.mode=offline", "checkpoint.frequency=1",
+                   f"hydra.run.dir={run_dir}")
+    (run_dir.parent / "terminal.out").write_text(proc.stdout)
+    (run_dir.parent / "terminal.err").write_text(proc.stderr)
     return run_dir
+
+
+def terminal_section(out: str, title: str) -> list[str]:
+    """The indented lines after the line starting with ``title`` in the run's final summary."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title)) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[start:end]
 
 
 # ---- the CLI's run dir -------------------------------------------------------------------------
@@ -103,6 +116,53 @@ def test_run_dir_contents(trained_run: Path):
     assert (trained_run / "learning_curve.png").stat().st_size > 1000
 
 
+# What other libraries print on a first run (issue 18): none of it may reach the terminal.
+NOISE = ("WARNING", "Tune", "TensorBoard", "DeprecationWarning", "core_worker", "View detailed results", "╭",
+         "pid=", "wandb:", "Install gputil", "None")
+
+
+def test_terminal_shows_only_our_lines_and_a_summary(trained_run: Path):
+    """The CLI's terminal: a header, one progress line per metrics.csv row with integer step counts
+    (thousands separators, a dash for a missing return), then the summary: the greedy evaluation
+    and random slates' with their CIs (summary.json), files that exist, and next commands on this
+    run dir. Everything else (Ray, RLlib, Tune, W&B) is in the run's log file."""
+    out = (trained_run.parent / "terminal.out").read_text()
+    assert (trained_run.parent / "terminal.err").read_text() == ""
+    noise = [line for line in out.splitlines() if any(marker in line for marker in NOISE)]
+    assert not noise, out
+    log = (trained_run / "recsys_exp.log").read_text()
+    assert "View detailed results" in log and "DeprecationWarning" in log  # where they went instead
+
+    assert out.splitlines()[0] == ("recsys_exp train: ppo on interest_evolution 10-2 (10 candidates, slates of 2), "
+                                   "1,000 env steps, seed 0")
+    rows = list(csv.DictReader((trained_run / "metrics.csv").read_text().splitlines()))
+    progress = [" ".join(line.split()) for line in out.splitlines() if re.match(r"\[\d\d:\d\d:\d\d\] iter ", line)]
+    assert len(progress) == len(rows) == 2, out
+    for line, row in zip(progress, rows):
+        ret = row["episode_return_mean"]
+        assert f"iter {int(row['iteration'])} | env steps {int(float(row['timesteps'])):,} / 1,000 |" in line
+        assert f"| return {f'{float(ret):,.2f}' if ret else '-'} |" in line and " steps/s | ETA " in line
+    assert "," in f"{int(float(rows[-1]['timesteps'])):,}"  # (so a separator was checked above)
+
+    summary = json.loads((trained_run / "summary.json").read_text())
+    evaluation = terminal_section(out, "greedy evaluation, 8 episodes on the same simulated users")
+    for line, numbers in zip(evaluation, [(summary["eval_return_mean"], *summary["eval_ci95"]),
+                                          (summary["baselines"]["random"]["episode_return_mean"],
+                                           *summary["baselines"]["random"]["ci95"])]):
+        mean, low, high = (f"{x:,.2f}" for x in numbers)
+        assert f" {mean}  95% CI [{low}, {high}]" in line, line
+    assert evaluation[0].lstrip().startswith("this run's policy") and evaluation[1].lstrip().startswith("random")
+    files = dict([part.strip() for part in line.split("  ") if part.strip()][:2]
+                 for line in terminal_section(out, "files:"))
+    assert list(files) == ["learning curve", "metrics", "summary", "checkpoint", "W&B (offline)", "full log"], files
+    assert all(Path(path).exists() for path in files.values()), files
+    assert Path(files["W&B (offline)"]).name.startswith("offline-run-")
+    commands = terminal_section(out, "next:")
+    assert [line.split()[0] for line in commands] == ["evaluate", "serve", "record"]
+    assert all(f"restore={trained_run}" in line for line in commands)
+    # (the evaluate command is run in test_evaluate_restores_the_trained_policy)
+
+
 def test_wandb_offline_files(trained_run: Path):
     runs = list(trained_run.rglob("offline-run-*"))
     assert runs, "no W&B offline run written"
@@ -115,7 +175,11 @@ def test_evaluate_restores_the_trained_policy(trained_run: Path, ray_session, tm
     """mode=evaluate on the run dir repeats the training run's final evaluation exactly (same
     checkpoint, episodes and evaluation seed), and takes this command line's eval overrides."""
     summary = json.loads((trained_run / "summary.json").read_text())
-    result = recsys_exp.run(["mode=evaluate", f"restore={trained_run}"], run_dir=tmp_path / "same")
+    # the evaluate command the training run printed as its next step
+    command = next(line for line in (trained_run.parent / "terminal.out").read_text().splitlines()
+                   if line.startswith("  evaluate  "))
+    assert shlex.split(command)[1:4] == ["python", "-m", "recsys_exp"]
+    result = recsys_exp.run(shlex.split(command)[4:], run_dir=tmp_path / "same")
     assert result.status == "completed"
     ev = json.loads((tmp_path / "same" / "evaluation.json").read_text())
     assert ev["episodes"] == summary["eval_episodes"] == 8
@@ -169,6 +233,12 @@ def test_training_run_learns_beyond_random(ray_session, tmp_path: Path):
     assert margin > 40, (learned.summary, random.summary)
     # and its CI clears the baseline's
     assert learned.summary["eval_ci95"][0] > random.summary["eval_ci95"][1], (learned.summary, random.summary)
+    # The random baseline a training run measures at its end is what algo=random's own run evaluates
+    # to on the same env, seed and episodes (the summary's and the learning curve's reference line).
+    baseline = learned.summary["baselines"]["random"]
+    assert baseline["overrides"] == ["algo=random"] and baseline["episodes"] == 60
+    assert baseline["episode_return_mean"] == pytest.approx(random.summary["eval_return_mean"], rel=1e-9)
+    assert baseline["ci95"] == pytest.approx(random.summary["eval_ci95"], rel=1e-9)
 
 
 # ---- processes: kill -9 and resume, multirun ----------------------------------------------------
@@ -238,6 +308,15 @@ def test_multirun_runs_jobs_survives_failed_ones_and_reports(tmp_path: Path):
     assert done[max(name for name in done if "algo=greedy" in name and "slate_size=2" in name)]  # after failures
     assert proc.returncode != 0  # Hydra reports the failed jobs
     assert "slate_size (11) must be <= num_candidates (10)" in proc.stderr
+    # Each job measured the env's baselines, random slates and the myopic policy (greedy by affinity
+    # on Interest Evolution): they are the other job's own evaluation with the same seed.
+    summaries = {(name.split("algo=")[1].split(",")[0], name.split("seed=")[1].split(",")[0]):
+                 json.loads((tmp_path / name / "summary.json").read_text()) for name, ok in done.items() if ok}
+    for seed in ("0", "1"):
+        random, greedy = summaries["random", seed], summaries["greedy", seed]
+        assert greedy["baselines"]["random"]["episode_return_mean"] == pytest.approx(random["eval_return_mean"])
+        assert random["baselines"]["myopic"]["episode_return_mean"] == pytest.approx(greedy["eval_return_mean"])
+        assert random["baselines"]["myopic"]["overrides"] == ["algo=greedy", "algo.training.score=affinity"]
 
     from recsys_exp.report.__main__ import main as report_main
 

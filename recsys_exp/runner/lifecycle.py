@@ -75,7 +75,19 @@ def prepare(c: dict[str, Any]) -> Any:
     return mode.prepare(c) if mode.prepare else None
 
 
-_state = {"depth": 0, "owns_ray": False}
+_state = {"depth": 0, "owns_ray": False, "relay_worker_output": False}
+
+
+def relay_worker_output(on: bool = True) -> None:
+    """Whether a Ray started by the next runs relays its workers' output to this process (Ray's
+    ``log_to_driver``): on for the CLI (into the run's log file, or with ``-v`` onto the terminal),
+    off by default (a notebook would show every worker's warnings)."""
+    _state["relay_worker_output"] = on
+
+
+def nesting_depth() -> int:
+    """How many runs are executing in this process now (a stage of ``offline_study`` is at 2)."""
+    return _state["depth"]
 
 
 def execute(c: dict[str, Any], run_dir: Path, overrides: list[str] | None = None, prepared: Any = None) -> RunResult:
@@ -147,7 +159,8 @@ def ensure_ray(c: dict[str, Any], run_dir: Path) -> None:
     set_tracking_env(c, run_dir)
     if not ray.is_initialized():
         r = c["ray"]
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": _state["relay_worker_output"],
+                                  "configure_logging": False}
         if r["address"] is None:
             kwargs.update(num_cpus=r["num_cpus"], object_store_memory=r["object_store_memory_mb"] * 1024 ** 2)
         else:

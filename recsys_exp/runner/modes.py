@@ -7,15 +7,12 @@ simulator and, with ``offline.path``, off-policy estimates), ``record`` (logged 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from recsys_exp.envs.spec import env_spec
 from recsys_exp.run_dir import atomic_write_json, eval_seed, locate_checkpoint
-from recsys_exp.runner.lifecycle import register_mode
-
-log = logging.getLogger("recsys_exp")
+from recsys_exp.runner.lifecycle import nesting_depth, register_mode
 
 
 def is_sweep(c: dict[str, Any]) -> bool:
@@ -46,17 +43,23 @@ def prepare_train(c: dict[str, Any]):
 
 @register_mode("train", prepare=prepare_train)
 def train_mode(c: dict[str, Any], run_dir: Path, prepared) -> float | None:
-    """Train (one trial, or a Tune sweep), evaluate greedily, write summary.json."""
+    """Train (one trial, or a Tune sweep), evaluate greedily, write summary.json, print the summary."""
+    from recsys_exp.runner import console
+    from recsys_exp.runner.quiet import active_log_file
+
     if is_sweep(c):
         from recsys_exp.sweep.run import run_sweep
 
         summary = run_sweep(c, run_dir)
-        log.info("sweep summary: %s", summary)
+        console.say(console.sweep_summary(c, run_dir, summary, active_log_file()))
         return summary["eval_return_mean"]
     from recsys_exp.runner.train import train
 
     summary = train(c, run_dir, *(prepared or prepare_train(c)))
-    log.info("summary: %s", summary)
+    if nesting_depth() > 1:  # a stage of a pipeline (offline_study), which prints its own summary
+        console.say(console.stage_line(c, run_dir, summary))
+    else:
+        console.say(console.train_summary(c, run_dir, summary, active_log_file()))
     return summary["eval_return_mean"]
 
 
@@ -74,7 +77,9 @@ def evaluate_mode(c: dict[str, Any], run_dir: Path, prepared=None) -> float:
         atomic_write_json(run_dir / "ope.json", ope)
         print_ope(ope)
         if env_spec(c).is_logged:  # no simulator to evaluate in: the estimates are the evaluation
-            return ope["estimates"][c["offline"]["select_by"]]["value"]
+            from recsys_exp.offline.evaluation import objective_block
+
+            return objective_block(c, ope)["value"]
     ev = evaluate_checkpoint(c, checkpoint, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
     atomic_write_json(run_dir / "evaluation.json", ev)
     print(f"evaluation: return {ev['episode_return_mean']:.2f} (95% CI {ev['ci95'][0]:.2f}..{ev['ci95'][1]:.2f}) "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +47,19 @@ def _steps_per_s(result: dict[str, Any]) -> float | None:
 
 
 class RunDirCallback(Callback):
-    """Writes metrics.csv rows, prints a progress line and links checkpoints into ``checkpoints/``."""
+    """Writes metrics.csv rows, prints a progress line and links checkpoints into ``checkpoints/``.
 
-    def __init__(self, run_dir: str, progress: bool = True, seeds: list[int] | None = None):
+    ``stop``: the run's stop budget (``timesteps``, ``iterations``), for the progress line's ETA;
+    ``unit``: what its step counts count (``env steps``, ``logged rows``).
+    """
+
+    def __init__(self, run_dir: str, progress: bool = True, seeds: list[int] | None = None,
+                 stop: dict[str, Any] | None = None, unit: str = "env steps"):
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.seeds = seeds  # a sweep: one metrics row per seed of each trial
+        self.stop = dict(stop or {})
+        self.unit = unit
 
     def _rows(self, trial, result) -> list[dict[str, Any]]:
         if self.seeds is None:
@@ -83,11 +89,10 @@ class RunDirCallback(Callback):
         row = {col: result_value(result, key) for col, key in METRIC_COLUMNS}
         row["env_steps_per_s"] = _steps_per_s(result)
         if self.progress:
-            ret = row["episode_return_mean"]
-            sps = row["env_steps_per_s"]
-            print(f"[{time.strftime('%H:%M:%S')}] {trial.trial_id} iter {row['iteration']:>4} | "
-                  f"env steps {row['timesteps']:>8} | return {ret if ret is None else f'{ret:9.2f}'} | "
-                  f"{0 if sps is None else sps:8.0f} steps/s", flush=True)
+            from recsys_exp.runner.console import progress_line, say
+
+            one_trial = len(trials) == 1 and self.seeds is None
+            say(progress_line(row, self.stop, trial=None if one_trial else trial.trial_id, unit=self.unit))
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         ckpt = Path(checkpoint.path)

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from recsys_exp.run_dir import (
     CHECKPOINTS_DIR,
     EXPERIMENT_NAME,
@@ -24,9 +26,10 @@ def callbacks(c: dict[str, Any], run_dir: Path, seeds: list[int] | None = None) 
 
     ``seeds``: a sweep's per-trial seeds (metrics.csv then gets one row per seed).
     """
+    from recsys_exp.runner.console import step_unit
     from recsys_exp.runner.tracking import RunDirCallback
 
-    out = [RunDirCallback(str(run_dir), progress=c["progress"], seeds=seeds)]
+    out = [RunDirCallback(str(run_dir), progress=c["progress"], seeds=seeds, stop=c["stop"], unit=step_unit(c))]
     logger = c["logger"]
     if logger["mode"] != "disabled":
         from ray.air.integrations.wandb import WandbLoggerCallback
@@ -111,8 +114,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     return [rows[k] for k in sorted(rows)]
 
 
-def plot_learning_curve(run_dir: Path, rows: list[dict[str, float]], title: str) -> None:
-    """learning_curve.png: mean training episode return against env steps."""
+def plot_learning_curve(run_dir: Path, rows: list[dict[str, float]], title: str,
+                        evaluation: dict[str, Any] | None = None,
+                        baselines: dict[str, dict[str, Any]] | None = None) -> None:
+    """learning_curve.png: mean training episode return against env steps; with ``evaluation``
+    (``{timesteps, mean, ci95}``) the final greedy evaluation as a point with its 95% interval, and
+    each of ``baselines`` (:func:`recsys_exp.runner.baselines.measure_baselines`) as a horizontal
+    line with its interval as a band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,16 +129,32 @@ def plot_learning_curve(run_dir: Path, rows: list[dict[str, float]], title: str)
     fig, ax = plt.subplots(figsize=(6, 4))
     pts = [(r["timesteps"], r["episode_return_mean"]) for r in rows if r.get("episode_return_mean") not in (None, "")]
     if pts:
-        ax.plot(*zip(*pts), marker="o", ms=3)
+        ax.plot(*zip(*pts), marker="o", ms=3, label="training return (exploring)")
+    if evaluation is not None and _finite_ci(evaluation["ci95"]):
+        mean, (low, high) = evaluation["mean"], evaluation["ci95"]
+        ax.errorbar([evaluation["timesteps"]], [mean], yerr=[[mean - low], [high - mean]], fmt="s", color="black",
+                    capsize=4, label=f"greedy evaluation {mean:.4g}")
+    styles = zip(("--", ":", "-."), ("tab:red", "tab:green", "tab:purple"))
+    for b, (style, color) in zip((baselines or {}).values(), styles):
+        mean = b["episode_return_mean"]
+        ax.axhline(mean, ls=style, color=color, label=f"{b['label']} {mean:.4g}")
+        if _finite_ci(b["ci95"]):
+            ax.axhspan(*b["ci95"], color=color, alpha=0.12, lw=0)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("mean episode return (training)")
+    ax.set_ylabel("mean episode return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     tmp = run_dir / ".learning_curve.tmp.png"
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, run_dir / "learning_curve.png")
+
+
+def _finite_ci(ci: Any) -> bool:
+    return bool(ci) and all(v is not None and np.isfinite(v) for v in ci)
 
 
 def _float(x: Any) -> float | None:
@@ -149,17 +173,21 @@ def off_policy_objective(c: dict[str, Any], checkpoint: Path, run_dir: Path) -> 
             "episodes": objective["n_episodes"], "objective": objective}
 
 
-def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_checkpoint: str | None = None) -> dict[str, Any]:
+def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config,
+          restore_checkpoint: str | None = None) -> dict[str, Any]:
     """Train the built ``algo_config``, evaluate the final policy, write summary.json.
 
-    The evaluation is greedy episodes in the simulator, or with ``env=logged`` (no simulator) the
-    off-policy estimate ``offline.select_by`` on the sessions held out of training (ope.json).
+    The evaluation is greedy episodes in the simulator, next to the env's reference policies measured
+    the same way (``baselines``: random slates, the myopic policy; :mod:`recsys_exp.runner.baselines`),
+    or with ``env=logged`` (no simulator) the off-policy estimate ``offline.select_by`` on the
+    sessions held out of training (ope.json).
     ``restore_checkpoint`` is already wired into ``algo_config`` (its weights load at start).
     """
     from recsys_exp.envs.spec import env_spec
     from recsys_exp.runner.lifecycle import ensure_ray
 
     start = time.time()
+    baselines: dict[str, dict[str, Any]] = {}
     ensure_ray(c, run_dir)
     best = fit(c, run_dir, algo_cls, algo_config, resume=c["resume"])
     rows = read_metrics(run_dir)
@@ -167,9 +195,11 @@ def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_check
     if env_spec(c).is_logged:
         ev = off_policy_objective(c, last, run_dir)
     else:
+        from recsys_exp.runner.baselines import measure_baselines
         from recsys_exp.runner.evaluate import evaluate_checkpoint
 
         ev = evaluate_checkpoint(c, last, c["eval"]["episodes"], c["eval"]["num_envs"], eval_seed(c["seed"]))
+        baselines = measure_baselines(c)
     wall = time.time() - start
     timesteps = best.metrics.get("num_env_steps_sampled_lifetime") or (rows[-1]["timesteps"] if rows else 0)
     train_time = best.metrics.get("time_total_s") or wall
@@ -184,7 +214,10 @@ def train(c: dict[str, Any], run_dir: Path, algo_cls, algo_config, restore_check
         "env_steps_per_s": timesteps / train_time if train_time else None,
         "iterations": best.metrics.get("training_iteration"),
         "checkpoint": str(last),
+        **({"baselines": baselines} if baselines else {}),
     }
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
-    plot_learning_curve(run_dir, rows, f"{c['algo']['name']} on {c['env']['name']}")
+    evaluation = None if env_spec(c).is_logged else {"timesteps": int(timesteps), "mean": ev["episode_return_mean"],
+                                                     "ci95": ev["ci95"]}
+    plot_learning_curve(run_dir, rows, f"{c['algo']['name']} on {c['env']['name']}", evaluation, baselines)
     return summary
