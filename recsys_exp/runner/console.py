@@ -202,8 +202,8 @@ def _result_line(label: str, value: Any, ci: Any, width: int, extra: str = "") -
 
 
 def _evaluation_lines(c: Mapping[str, Any], run_dir: Path, summary: Mapping[str, Any]) -> list[str]:
-    objective = summary.get("objective")
-    if objective and objective.get("kind") == "off_policy":
+    objective = off_policy_objective(summary)
+    if objective:
         return _off_policy_lines(run_dir, objective)
     baselines = summary.get("baselines") or {}
     head = (f"greedy evaluation, {count(summary.get('eval_episodes'))} episodes on the same simulated users "
@@ -221,6 +221,13 @@ def _evaluation_lines(c: Mapping[str, Any], run_dir: Path, summary: Mapping[str,
         rows.append(("random slates", None, None, "   (not measured on this env)"))
     width = max(len(r[0]) for r in rows)
     return [head, *(_result_line(*r[:3], width, r[3]) for r in rows)]
+
+
+def off_policy_objective(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """summary.json's off-policy objective block (env=logged), else None (a sweep's ``objective``
+    is the best trial's metric, a number)."""
+    objective = summary.get("objective")
+    return objective if isinstance(objective, dict) and objective.get("kind") == "off_policy" else None
 
 
 def _off_policy_lines(run_dir: Path, objective: Mapping[str, Any]) -> list[str]:
@@ -276,8 +283,8 @@ def train_summary(c: Mapping[str, Any], run_dir: Path, summary: Mapping[str, Any
 
 def stage_line(c: Mapping[str, Any], run_dir: Path, summary: Mapping[str, Any]) -> str:
     """One line for a training run inside a pipeline: its evaluation, random's, and its run dir."""
-    objective = summary.get("objective") or {}
-    what = (f"off-policy estimate ({objective.get('estimator')})" if objective.get("kind") == "off_policy"
+    objective = off_policy_objective(summary)
+    what = (f"off-policy estimate ({objective['estimator']})" if objective
             else "greedy evaluation")
     random = (summary.get("baselines") or {}).get("random")
     vs = f", random slates {number(random['episode_return_mean'])}" if random else ""
@@ -290,7 +297,7 @@ def sweep_summary(c: Mapping[str, Any], run_dir: Path, summary: Mapping[str, Any
     """The end of a Tune sweep: trials and wall time, the best trial's evaluation, files, next commands."""
     lines = ["", f"done in {duration(summary.get('wall_s'))}: {plural(summary.get('trials'), 'trial')}"]
     if summary.get("best_trial"):
-        what = ("off-policy estimate" if (summary.get("objective") or {}).get("kind") == "off_policy"
+        what = ("off-policy estimate" if off_policy_objective(summary)
                 else "greedy evaluation, mean over seeds")
         lines.append(f"best trial {summary['best_trial']} ({what}): {number(summary.get('eval_return_mean'))}  "
                      f"95% CI {interval(summary.get('eval_ci95'))}  params {summary.get('params')}")
