@@ -119,7 +119,7 @@ def header(c: Mapping[str, Any], run_dir: Path, log_file: Path | None) -> str:
         tune = c["tune"]
         if tune["name"] != "none":
             what += (f", Tune sweep tune={c.get('choices', {}).get('tune', tune['name'])} "
-                     f"({tune['num_samples']} samples x {tune['seeds']} seeds)")
+                     f"({plural(tune['num_samples'], 'sample')} x {plural(tune['seeds'], 'seed')})")
         what += f", {budget(c['stop'], step_unit(c))}"
         if c["restore"]:
             what += f", starting from {display_path(c['restore'])}"

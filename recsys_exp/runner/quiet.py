@@ -118,11 +118,11 @@ def _console_handlers() -> list[logging.Handler]:
 
 
 @contextlib.contextmanager
-def quiet_terminal(log_file: Path) -> Iterator[Path]:
+def quiet_terminal(log_file: Path) -> Iterator[Path | None]:
     """Route all output but recsys_exp's own into ``log_file`` for the block (see the module doc).
 
-    Yields the log file. If the standard descriptors cannot be redirected (closed, not files), the
-    block runs unchanged.
+    Yields the log file, or None if the standard descriptors cannot be duplicated (closed); the
+    block then runs unchanged.
     """
     log_file = Path(log_file)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def quiet_terminal(log_file: Path) -> Iterator[Path]:
     try:
         saved = (os.dup(1), os.dup(2))
     except OSError:
-        yield log_file
+        yield None
         return
     log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     # Line-buffered: a progress line shows up when it is printed, and the log keeps the order.
