@@ -90,7 +90,10 @@ MC_BATCHES = 10
 MC_SEED = 12345  # OBP's example's random_state
 BOOTSTRAP = 1000
 FOLDS = 3  # cross-fitting of the reward model, as OBP's protocol
-REWARD_MODEL: dict[str, Any] = {}  # FQEConfig fields of the reward model besides iterations=1 (defaults otherwise)
+# FQEConfig fields of the reward model besides iterations=1 (defaults otherwise): as OBP's regression model, it
+# fits on every row of its folds (no held-out share) and is one model (the intervals here are over batches and
+# resamples of the log, not over model refits).
+REWARD_MODEL: dict[str, Any] = {"validation_fraction": 0.0, "refits": 0}
 REL_ERROR_RESAMPLES = 100  # bootstrap resamples of the log for the mean relative error (OBP's example: 30)
 ALGOS = ("lin_ucb", "lin_ts", "bernoulli_ts", "cql")
 # Per-algorithm overrides and training budgets. The bandits read each training row once (closed-form

@@ -56,7 +56,7 @@ def test_sizes_and_spaces_come_from_the_data(sample_data):
     (["algo=bc", "mode=offline_study", "offline.path={data}"], "mode='offline_study': env=logged has no simulator"),
     (["algo=bc", "offline.path={data}", "offline.eval_fraction=0"], "offline.eval_fraction=0.0: must be in (0, 1)"),
     (["algo=bc", "offline.path={data}", "offline.select_by=ips", "offline.estimators=[dm]"],
-     "offline.select_by='ips': one of offline.estimators (dm)"),
+     "offline.select_by='ips': recommended (ope.json's recommended estimate) or one of offline.estimators (dm)"),
 ])
 def test_what_needs_a_simulator_is_refused_before_ray(sample_data, overrides, message):
     with pytest.raises(recsys_exp.ConfigError) as e:

@@ -175,7 +175,8 @@ def test_ope_intervals_cover_the_simulated_value(uniform_logs, explore):
     policy = policy_of(target_c)
     truth = simulated_value(target_c, policy, explore, 1.0, 20_000, seed=99)
     names = ["ips", "snips", "dm", "dr", "iips"]
-    inputs, _ = ope_inputs(uniform_logs, policy, env_spec(target_c).observation_space, explore, 1.0, names, None, seed=0)
+    inputs, _ = ope_inputs(uniform_logs, policy, env_spec(target_c).observation_space, explore, 1.0, names, None, seed=0,
+                           fqe_refits=0)  # the model's own intervals are tests/test_fqe_trust.py's
     est = estimate(inputs, names, n_bootstrap=500, seed=0)
     half = (truth["ci95"][1] - truth["ci95"][0]) / 2  # the truth's own Monte Carlo error
     for name in ("ips", "snips", "dr"):
@@ -197,7 +198,7 @@ def test_is_estimators_refuse_unknown_propensities(tmp_path):
     policy, space = policy_of(c), env_spec(c).observation_space
     with pytest.raises(OPEError, match=r"propensity missing \(NaN\) in \d+ rows: row 0 \(episode 0, step 0\)"):
         ope_inputs(data, policy, space, False, 1.0, ["ips", "dm"], None, seed=0)
-    inputs, info = ope_inputs(data, policy, space, False, 1.0, ["dm"], None, seed=0)
+    inputs, info = ope_inputs(data, policy, space, False, 1.0, ["dm"], None, seed=0, fqe_refits=0)
     assert np.isfinite(estimate(inputs, ["dm"], n_bootstrap=50)["dm"]["value"]) and info["fqe"]["iterations"] == 3
 
 

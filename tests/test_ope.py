@@ -614,7 +614,7 @@ def fqe_data(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         next_support=np.broadcast_to(SLATES, (n, *SLATES.shape)), next_support_prob=FQE_PI[next_states % 2])
 
 
-FQE_CONFIG = FQEConfig(hidden_sizes=(32, 32), iterations=4, epochs_per_iteration=15, batch_size=128, lr=3e-3)
+FQE_CONFIG = FQEConfig(hidden_sizes=(32, 32), iterations=4, epochs_per_iteration=5, batch_size=128, lr=3e-3, refits=0)
 
 
 def test_fqe_recovers_the_true_q_and_value():

@@ -118,11 +118,12 @@ class OfflineConfig:
     bootstrap: int = 1000  # bootstrap resamples (over sessions) for the 95% intervals
     gamma: float = 1.0  # discount of the estimated return (1 = the session return); < 1 tames IS weights
     fqe_iterations: Optional[int] = None  # fitted Q evaluation (dm, dr) refreshes; null = the horizon
+    fqe_refits: int = 3  # FQE refits on bootstrap resamples of sessions (model uncertainty in dm/dr CIs); 0 = none
     clip: Optional[float] = None  # largest importance weight of ips, snips, dr, sndr, iips, rips; null = none
     dros_lambda: Optional[float] = None  # dros shrinkage lambda (>= 0); null = tuned (estimated MSE)
     switch_tau: Optional[float] = None  # switch_dr weight threshold tau (>= 0); null = tuned (estimated MSE)
     eval_fraction: float = 0.2  # env=logged: sessions held out of training for the off-policy evaluation
-    select_by: str = "snips"  # env=logged: the estimate that is a run's objective (summary.json)
+    select_by: str = "recommended"  # env=logged: the estimate that is a run's objective: recommended | an estimator
 
 
 @dataclass

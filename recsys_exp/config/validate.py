@@ -186,8 +186,9 @@ def check_logged_env(c: dict[str, Any], plugin: AlgorithmPlugin) -> None:
                  f"none: train an algorithm that learns from logged data ({', '.join(offline_algorithms())})")
         _require(0.0 < off["eval_fraction"] < 1.0, "offline.eval_fraction", off["eval_fraction"],
                  "must be in (0, 1): the share of sessions held out of training for the off-policy evaluation")
-    _require(off["select_by"] in off["estimators"], "offline.select_by", off["select_by"],
-             f"one of offline.estimators ({', '.join(off['estimators'])})")
+    _require(off["select_by"] == "recommended" or off["select_by"] in off["estimators"], "offline.select_by",
+             off["select_by"], f"recommended (ope.json's recommended estimate) or one of offline.estimators "
+             f"({', '.join(off['estimators'])})")
 
 
 def builtin_plugins() -> dict[str, AlgorithmPlugin]:
@@ -229,6 +230,8 @@ def check_offline(c: dict[str, Any], plugin: AlgorithmPlugin) -> None:
     _require(off["bootstrap"] >= 0, "offline.bootstrap", off["bootstrap"], "must be >= 0 (0 = no interval)")
     _require(0.0 <= off["gamma"] <= 1.0, "offline.gamma", off["gamma"], "must be in [0, 1]")
     _positive(c, "offline.fqe_iterations", allow_none=True)
+    _require(isinstance(off["fqe_refits"], int) and not isinstance(off["fqe_refits"], bool) and off["fqe_refits"] >= 0,
+             "offline.fqe_refits", off["fqe_refits"], "must be an integer >= 0 (0 = no model refits)")
     _require(off["clip"] is None or off["clip"] > 0, "offline.clip", off["clip"],
              "must be > 0 (the largest importance weight) or null (no clipping)")
     _require(off["dros_lambda"] is None or off["dros_lambda"] >= 0, "offline.dros_lambda", off["dros_lambda"],

@@ -29,10 +29,11 @@ def target_policy(c: dict[str, Any], checkpoint: str | Path):
     return Policy.from_checkpoint(c, checkpoint)
 
 
-def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe_iters: int | None, seed: int):
+def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe_iters: int | None, seed: int,
+               fqe_refits: int = 3):
     """Everything the estimators need from logged ``data`` and a target ``policy``; fits FQE
-    (``fqe_iters`` refreshes, None = the horizon) only when an estimator that reads it (dm, or dr,
-    sndr, dros, switch_dr) is asked for. Returns (OPEInputs, info dict)."""
+    (``fqe_iters`` refreshes, None = the horizon; ``fqe_refits`` bootstrap refits) only when an
+    estimator that reads it (dm, or dr, sndr, dros, switch_dr) is asked for. Returns (OPEInputs, info dict)."""
     from recsys_exp.algorithms.slates import NotEnumerable
     from recsys_exp.envs.layout import slate_layout
     from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
@@ -65,12 +66,18 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
         next_support, next_probs = policy.support(next_obs, explore)
         done = data.terminated | ~has_next
         iterations = fqe_iterations(data, gamma, fqe_iters)
-        config = FQEConfig(iterations=iterations, seed=seed)
+        config = FQEConfig(iterations=iterations, seed=seed, refits=fqe_refits)
+        # The slate logged at the next state, for FQE's behaviour check (unused at a session's last row).
+        next_logged = np.roll(data.slate, -1, axis=0)
         q = fit_fqe(obs, data.slate, data.reward, next_obs, done, next_support, next_probs,
-                    data.num_candidates, gamma, config, layout=slate_layout(space))
-        inputs.q_logged = q_values(q, obs, data.slate)
-        inputs.v_target = support_values(q, obs, support, probs)
-        info["fqe"] = {"iterations": iterations, "hidden_sizes": list(config.hidden_sizes),
+                    data.num_candidates, gamma, config, layout=slate_layout(space), steps=data.step,
+                    episodes=data.episode_id, next_logged_slates=next_logged)
+        inputs.q_logged = q_values(q, obs, data.slate, data.step)
+        inputs.v_target = support_values(q, obs, support, probs, data.step)
+        if config.refits:
+            inputs.q_logged_refits = q_values(q, obs, data.slate, data.step, refits=True)
+            inputs.v_target_refits = support_values(q, obs, support, probs, data.step, refits=True)
+        info["fqe"] = {"max_iterations": iterations, "hidden_sizes": list(config.hidden_sizes), **q.diagnostics,
                        "seconds": time.perf_counter() - start}
     return inputs, info
 
@@ -192,14 +199,14 @@ def policy_estimates(c: dict[str, Any], policy, data, held_out: bool = False,
     explore = off["target"] == "explore"
     try:
         inputs, info = ope_inputs(data, policy, spec.observation_space, explore, off["gamma"], off["estimators"],
-                                  off["fqe_iterations"], c["seed"])
+                                  off["fqe_iterations"], c["seed"], off["fqe_refits"])
         estimates = estimate(inputs, off["estimators"], n_bootstrap=off["bootstrap"], seed=c["seed"],
                              clip=off["clip"], dros_lambda=off["dros_lambda"], switch_tau=off["switch_tau"])
     except (OPEError, DataError) as e:
         raise ConfigError(f"offline.path={off['path']}: {e}") from None
     # A verdict next to every number (recsys_exp.offline.verdict): reliable or not, why, which to read.
     feasible = feasible_range(data.reward, data.episode_id, off["gamma"])
-    recommended = add_verdicts(estimates, feasible)
+    recommended = add_verdicts(estimates, feasible, info.get("fqe"))
     truth = None if spec.is_logged else simulated_value(c, policy, explore, off["gamma"], c["eval"]["episodes"],
                                                         eval_seed(c["seed"]))
     return {"estimates": estimates, "recommended": recommended, "feasible_range": list(feasible),
@@ -224,11 +231,15 @@ def off_policy_evaluation(c: dict[str, Any], checkpoint: str | Path, held_out: b
 
 
 def objective_block(c: dict[str, Any], ope: dict[str, Any]) -> dict[str, Any]:
-    """The ``offline.select_by`` estimate of ope.json ``ope`` as a run's objective (summary.json):
-    ``{kind: off_policy, estimator, value, ci95, ess, n_episodes, held_out_fraction}`` (``ess`` None for
-    ``dm``, which does not weight sessions)."""
-    name = c["offline"]["select_by"]
+    """The ``offline.select_by`` estimate of ope.json ``ope`` (``recommended``: the recommended one,
+    :func:`~recsys_exp.offline.verdict.selected`) as a run's objective (summary.json):
+    ``{kind: off_policy, estimator, value, ci95, ess, n_episodes, held_out_fraction, reliable, reason,
+    select_by}`` (``ess`` None for ``dm``, which does not weight sessions)."""
+    from recsys_exp.offline.verdict import selected
+
+    name = selected(ope, c["offline"]["select_by"])
     est = ope["estimates"][name]
     return {"kind": "off_policy", "estimator": name, "value": est["value"], "ci95": est["ci95"],
             "ess": est.get("ess"), "n_episodes": est["n_episodes"],
-            "held_out_fraction": c["offline"]["eval_fraction"]}
+            "held_out_fraction": c["offline"]["eval_fraction"], "reliable": est.get("reliable"),
+            "reason": est.get("reason"), "select_by": c["offline"]["select_by"]}

@@ -1,22 +1,35 @@
-"""Fitted Q evaluation (FQE) of a slate policy, the model behind the ``dm`` and ``dr`` estimators.
+"""Fitted Q evaluation (FQE) of a slate policy, the model behind ``dm`` and the doubly robust estimators.
 
 FQE (Le, Voloshin & Yue 2019) evaluates a fixed target policy ``pi`` by repeated regression::
 
-    y = r + gamma * (1 - done) * sum_m p_m Q_old(s', A'_m)      # A'_m ~ pi(.|s') with probability p_m
-    Q <- argmin_Q  mean (Q(s, A) - y)^2                          # a few epochs of Adam from the current Q
+    y = clip(r + gamma * (1 - done) * sum_m p_m Q_old(s', A'_m))   # A'_m ~ pi(.|s') with probability p_m
+    Q <- argmin_Q  mean (Q(s, A) - y)^2                             # Adam from the current Q, early-stopped
     Q_old <- Q
 
-``Q`` is an MLP on ``[standardised obs, one-hot of the slate per slot]``. With a finite horizon H
-and gamma = 1, at least H iterations are needed for the value to reach the first step.
+``Q`` is an MLP on ``[standardised obs, remaining-horizon fraction, one-hot of the slate per slot,
+the shown items' features]``. With a finite horizon H and gamma = 1, H iterations are needed for
+the value to reach the first step. ``clip`` keeps every target inside the returns the logged
+per-step rewards allow over the remaining steps, so the iteration cannot run away.
 
-Then, for :mod:`.ope`: ``q_logged = q_values(q, obs, slates)`` and
-``v_target = support_values(q, obs, support, support_prob)`` over the target policy's slates.
+One fit trains an *ensemble* of networks side by side (batched, one optimiser step for all):
+
+* member 0 on every training session: the model the point estimates use;
+* ``refits`` members on bootstrap resamples of the sessions (Poisson(1) weights per session, the
+  online bootstrap of Oza & Russell 2001): the spread of their estimates is the model's own
+  uncertainty, which :mod:`.ope` adds to the intervals of dm and the doubly robust family;
+* with the logged next slates, one *behaviour* member: the same regression for the logging policy
+  itself (SARSA-style targets ``r + gamma Q_old(s', A'_logged)``). Its value of the logged first
+  states must match the logged returns; :func:`fit_fqe`'s ``behaviour_check`` says by how much it
+  does not: the bias this model class has on this data, measured where the truth is known.
+
+Then, for :mod:`.ope`: ``q_logged = q_values(q, obs, slates, steps)`` and
+``v_target = support_values(q, obs, support, support_prob, steps)`` over the target's slates.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,34 +37,49 @@ from torch import nn
 
 from recsys_exp.offline.ope import OPEError
 
-_CHUNK_ROWS = 4096
+_CHUNK_CELLS = 65536  # (row, support slate, member) triples per forward pass: bounds memory
 
 
 @dataclass
 class FQEConfig:
-    """Model size and optimisation schedule of :func:`fit_fqe`."""
+    """Model size and optimisation schedule of :func:`fit_fqe`.
+
+    Each FQE iteration regresses on its targets for ``epochs_per_iteration`` passes (at least
+    ``min_updates_per_iteration`` gradient steps). With ``max_rounds`` > 1 and held-out sessions it
+    trains up to that many such rounds while the held-out loss improves by ``improvement``
+    (relative) and keeps the best round's weights. Iterations stop before ``iterations`` once the
+    held-out values move (mean absolute change) by less than ``value_tolerance`` times the reward
+    scale: the fit has stopped improving.
+    """
 
     hidden_sizes: tuple[int, ...] = (64, 64)
-    iterations: int = 20  # outer FQE iterations (target refreshes)
-    epochs_per_iteration: int = 2  # passes over the data per iteration ...
+    iterations: int = 20  # outer FQE iterations (target refreshes), at most
+    epochs_per_iteration: float = 2.0  # passes over the data per round ...
     min_updates_per_iteration: int = 200  # ... but at least this many gradient steps (small data)
+    max_rounds: int = 1  # rounds per iteration while the held-out loss improves (1: a fixed schedule)
+    improvement: float = 0.0  # relative held-out loss decrease that counts as improving
+    validation_fraction: float = 0.1  # sessions held out of the regression (diagnostics, early stopping)
+    value_tolerance: float = 1e-3  # stop iterating when held-out values move less than this x q_scale
+    refits: int = 3  # bootstrap members (model uncertainty in the intervals); 0 = none
     batch_size: int = 512
     lr: float = 1e-3
     seed: int = 0
 
 
 class SlateQFunction(nn.Module):
-    """``Q(s, A)``: an MLP on ``[obs (d), one-hot of A per slot (K*N)]`` -> scalar.
+    """An ensemble of ``members`` MLPs ``Q_e(s, A)`` on ``[obs (d), one-hot of A per slot (K*N)]``
+    (plus, with ``layout``, the shown items' features), evaluated side by side: (B, d), (B, K) -> (E, B).
 
-    The first layer on the one-hot part is stored as an embedding table (row ``k*N + a`` is the
-    weight column of "slot k shows item a"), which is the same linear map without building the
-    K*N one-hot vector. Observations are standardised with the training mean/std and the output
-    is ``q_scale`` times the network's, so the network itself fits targets of order one; all
-    three are buffers, saved with the state dict.
+    Each member's first layer is ``obs @ W_obs + sum_k E[k*N + A_k] + items @ W_items + b``: the
+    embedding table ``E`` is the one-hot part of one linear map without building the K*N one-hot
+    vector. Weights carry a leading member axis and layers are batched matrix products, so E
+    members cost about one forward pass of Python overhead. Observations are standardised with the
+    training mean/std and outputs are ``q_scale`` times the network's, so the networks fit targets
+    of order one; all three are buffers.
     """
 
     def __init__(self, obs_dim: int, num_candidates: int, slate_size: int,
-                 hidden_sizes: tuple[int, ...] = (64, 64), layout: dict | None = None) -> None:
+                 hidden_sizes: tuple[int, ...] = (64, 64), layout: dict | None = None, members: int = 1) -> None:
         super().__init__()
         # With the observation's slate layout, the features of the shown items themselves enter
         # the first layer (position, doc, user, user⊗doc per slot, as the linear bandits use):
@@ -59,33 +87,37 @@ class SlateQFunction(nn.Module):
         self.layout = layout
         self.num_candidates = num_candidates
         self.slate_size = slate_size
+        self.members = members
         widths = (*hidden_sizes, 1)
-        self.obs_layer = nn.Linear(obs_dim, widths[0])
-        self.slot_layer = nn.Embedding(slate_size * num_candidates, widths[0])
-        # The default init of one nn.Linear over the concatenated input of width d + K*N.
+        # nn.Linear's default init over the concatenated input of width d + K*N.
         bound = 1.0 / np.sqrt(obs_dim + slate_size * num_candidates)
-        for param in (self.obs_layer.weight, self.obs_layer.bias, self.slot_layer.weight):
-            nn.init.uniform_(param, -bound, bound)
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.ReLU(), nn.Linear(w_in, w_out)]
-        self.head = nn.Sequential(*layers)
+        self.obs_weight = _uniform((members, obs_dim, widths[0]), bound)
+        self.first_bias = _uniform((members, 1, widths[0]), bound)
+        self.slot_weight = _uniform((members, slate_size * num_candidates, widths[0]), bound)
         if layout is not None:
             u, d = layout["user"][1], layout["doc"][2]
             width = slate_size * (slate_size + d + (u + u * d if u else 0))
-            self.item_layer = nn.Linear(width, widths[0])
+            self.item_weight = _uniform((members, width, widths[0]), 1.0 / np.sqrt(width))
+        self.head_weights = nn.ParameterList(
+            [_uniform((members, w_in, w_out), 1.0 / np.sqrt(w_in)) for w_in, w_out in zip(widths[:-1], widths[1:])])
+        self.head_biases = nn.ParameterList(
+            [_uniform((members, 1, w_out), 1.0 / np.sqrt(w_in)) for w_in, w_out in zip(widths[:-1], widths[1:])])
         self.register_buffer("slot_offset", torch.arange(slate_size) * num_candidates)
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
         self.register_buffer("q_scale", torch.tensor(1.0))
 
     def scaled(self, obs: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
-        """``Q(s, A) / q_scale``, (B,): what training regresses."""
-        hidden = self.obs_layer((obs - self.obs_mean) / self.obs_std)
-        hidden = hidden + self.slot_layer(slates + self.slot_offset).sum(1)
+        """``Q_e(s, A) / q_scale``, (E, B): what training regresses."""
+        x = ((obs - self.obs_mean) / self.obs_std).expand(self.members, -1, -1)
+        hidden = torch.baddbmm(self.first_bias, x, self.obs_weight)
+        hidden = hidden + self.slot_weight[:, slates + self.slot_offset].sum(2)
         if self.layout is not None:
-            hidden = hidden + self.item_layer(self.item_features(obs, slates))
-        return self.head(hidden).squeeze(-1)
+            items = self.item_features(obs, slates).expand(self.members, -1, -1)
+            hidden = hidden + torch.bmm(items, self.item_weight)
+        for weight, bias in zip(self.head_weights, self.head_biases):
+            hidden = torch.baddbmm(bias, torch.relu(hidden), weight)
+        return hidden.squeeze(-1)
 
     def item_features(self, obs: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
         """(B, K·F): the candidate features (position, doc, user, user⊗doc) of each shown item."""
@@ -98,87 +130,305 @@ class SlateQFunction(nn.Module):
         return candidate_features(obs[:, us:us + u], shown, positions, self.slate_size).flatten(1)
 
     def forward(self, obs: torch.Tensor, slates: torch.Tensor) -> torch.Tensor:
-        """``Q(s, A)`` for obs (B, d) float32 and slates (B, K) long -> (B,)."""
+        """``Q_e(s, A)`` for obs (B, d) float32 and slates (B, K) long -> (E, B)."""
         return self.scaled(obs, slates) * self.q_scale
+
+
+def _uniform(shape: tuple[int, ...], bound: float) -> nn.Parameter:
+    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+@dataclass
+class FittedQ:
+    """A fitted ``Q^pi`` ensemble: the networks, the value bounds outputs are clipped to, diagnostics.
+
+    Members: 0 = fitted on every training session, ``1..refits`` = bootstrap refits, then the
+    behaviour member when there is one (see the module docstring). With ``horizon`` (a time-aware
+    fit) the networks' last input is the remaining-horizon fraction ``(H - t) / H`` of the row's
+    step ``t`` and values at step ``t`` are clipped to :func:`return_bounds` of ``H - t`` remaining
+    steps; without it, to the infinite-horizon bounds (none when ``gamma = 1``).
+    """
+
+    module: SlateQFunction
+    gamma: float
+    reward_range: tuple[float, float]  # logged per-step rewards (min, max)
+    horizon: int | None  # H, the longest logged session, when fitted with steps
+    refits: int
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def num_candidates(self) -> int:
+        return self.module.num_candidates
+
+    def inputs(self, obs: np.ndarray, steps: np.ndarray | None) -> torch.Tensor:
+        """The networks' observation input (B, d [+1]) for rows at ``steps`` (B,)."""
+        obs_t = torch.as_tensor(np.asarray(obs, np.float32))
+        if self.horizon is None:
+            return obs_t
+        if steps is None:
+            raise OPEError("this Q model was fitted with session steps: pass the rows' steps")
+        remaining = (self.horizon - np.asarray(steps, np.float64)) / self.horizon
+        return torch.cat([obs_t, torch.as_tensor(remaining, dtype=torch.float32)[:, None]], 1)
+
+    def bounds(self, steps: np.ndarray | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) per row (n,) of the values at ``steps``."""
+        remaining = None if self.horizon is None or steps is None else self.horizon - np.asarray(steps)
+        low, high = return_bounds(*self.reward_range, self.gamma, remaining)
+        as_rows = lambda bound: torch.as_tensor(np.asarray(bound, np.float32)).expand(n)  # noqa: E731
+        return as_rows(low), as_rows(high)
+
+
+def return_bounds(reward_low: float, reward_high: float, gamma: float,
+                  remaining: np.ndarray | int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The range of (γ-discounted) returns of ``remaining`` steps with per-step rewards in
+    ``[reward_low, reward_high]``: ``[min(0, r_low)·G, max(0, r_high)·G]``, ``G = Σ_{j<h} γ^j``
+    (``h`` steps; ``remaining=None``: infinitely many, ``G = 1/(1-γ)``, unbounded at γ = 1)."""
+    if remaining is None:
+        total = np.inf if gamma >= 1.0 else 1.0 / (1.0 - gamma)
+    else:
+        h = np.maximum(np.asarray(remaining, np.float64), 0.0)
+        total = h if gamma == 1.0 else (1.0 - gamma ** h) / (1.0 - gamma)
+    with np.errstate(invalid="ignore"):  # 0 * inf -> 0: a zero reward bound stays 0
+        low = np.nan_to_num(min(0.0, reward_low) * np.asarray(total), nan=0.0, neginf=-np.inf)
+        high = np.nan_to_num(max(0.0, reward_high) * np.asarray(total), nan=0.0, posinf=np.inf)
+    return low, high
 
 
 def fit_fqe(obs: np.ndarray, slates: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, dones: np.ndarray,
             next_support: np.ndarray, next_support_prob: np.ndarray, num_candidates: int, gamma: float,
-            config: FQEConfig | None = None, layout: dict | None = None) -> SlateQFunction:
+            config: FQEConfig | None = None, layout: dict | None = None, steps: np.ndarray | None = None,
+            episodes: np.ndarray | None = None, next_logged_slates: np.ndarray | None = None) -> FittedQ:
     """Fit ``Q^pi`` by FQE on logged transitions; deterministic given ``config.seed``.
 
     obs (n, d), slates (n, K) ints in [0, num_candidates), rewards (n,), next_obs (n, d),
     dones (n,) bool (True = no bootstrap: terminated, or the last row without a next state),
     next_support (n, M, K): the target policy's possible slates at s', next_support_prob (n, M)
-    their probabilities. next_obs/next_support of done rows are ignored.
+    their probabilities. next_obs/next_support of done rows are ignored. ``steps`` (n,): each
+    row's step in its session; given, the fit is time-aware (see :class:`FittedQ`): values of
+    finite sessions depend on how much of the session is left, which the observation alone may
+    not tell. ``episodes`` (n,): session ids (rows of a session contiguous, in step order), so held-out
+    rows and bootstrap weights are whole sessions. ``next_logged_slates`` (n, K): the slate logged
+    at each row's next state (ignored on done rows and each session's last row, which ends the
+    logged return); given with ``episodes``, a behaviour member is fitted and
+    ``diagnostics["behaviour_check"]`` compares its value with the logged returns.
 
-    Rewards and targets are divided by the reward standard deviation (``q_scale``) so the network
-    fits values of order one whatever the reward units. The first iteration bootstraps from
-    ``Q_old = 0`` (it fits the immediate reward), so H iterations are exact for horizon H. Targets
-    are computed once per iteration from the current Q, which is then the frozen ``Q_old``.
-    ``config=None`` means ``FQEConfig()``.
+    Every target ``r + γ V(s')`` (and ``V(s')`` itself) is clipped to the returns the logged reward
+    range allows over the remaining horizon (:func:`return_bounds`). Rewards and targets are
+    divided by the reward standard deviation (``q_scale``). The first iteration bootstraps from
+    ``Q_old = 0`` (it fits the immediate reward), so H iterations are exact for horizon H.
+    ``diagnostics`` (on the held-out sessions, member 0): ``fit_r2`` of the last regression, the
+    final Bellman residual ``Q(s, A) - (r + γ V(s'))`` (mean and rmse, reward units),
+    ``clipped_share`` (targets clipped in the last iteration), ``iterations``, ``converged``,
+    ``gradient_steps``, ``held_out_rows``. ``config=None`` means ``FQEConfig()``.
     """
     config = config or FQEConfig()
     data = _transitions(obs, slates, rewards, next_obs, dones, next_support, next_support_prob,
                         num_candidates, gamma)
-    n, obs_dim = data["obs"].shape
+    n = len(data["obs"])
+    steps = _check_rows("steps", steps, n, np.int64)
+    episodes = _check_rows("episodes", episodes, n, None)
+    behaviour = next_logged_slates is not None and episodes is not None
+    if behaviour:
+        next_logged = torch.as_tensor(np.where(data["dones"].numpy()[:, None], 0,
+                                               _check_rows("next_logged_slates", next_logged_slates, n, np.int64)))
+        if ((next_logged < 0) | (next_logged >= num_candidates)).any():
+            raise OPEError(f"next_logged_slates must hold item indices in [0, {num_candidates})")
+    fitted = FittedQ(None, gamma, (float(data["rewards"].min()), float(data["rewards"].max())),
+                     None if steps is None else int(steps.max()) + 1, config.refits)
+    x = fitted.inputs(data["obs"].numpy(), steps)
+    next_x = fitted.inputs(data["next_obs"].numpy(), None if steps is None else steps + 1)
+    low, high = fitted.bounds(steps, n)
+    next_low, next_high = fitted.bounds(None if steps is None else steps + 1, n)
+
+    rng = np.random.default_rng(config.seed)
+    held_out = _held_out_rows(n, episodes, config.validation_fraction, rng)
+    train = torch.as_tensor(np.flatnonzero(~held_out))
+    val = torch.as_tensor(np.flatnonzero(held_out))
+    members = 1 + config.refits + int(behaviour)
+    weights = torch.ones(members, n)
+    if config.refits:  # online bootstrap: every session of a refit member counts Poisson(1) times
+        groups = np.arange(n) if episodes is None else np.unique(episodes, return_inverse=True)[1]
+        counts = rng.poisson(1.0, size=(config.refits, int(groups.max()) + 1))
+        weights[1:1 + config.refits] = torch.as_tensor(counts[:, groups], dtype=torch.float32)
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(config.seed)
-        q = SlateQFunction(obs_dim, num_candidates, data["slates"].shape[1], tuple(config.hidden_sizes), layout)
-    _set_normalisation(q, data["obs"], data["rewards"])
+        q = SlateQFunction(x.shape[1], num_candidates, data["slates"].shape[1], tuple(config.hidden_sizes), layout,
+                           members)
+    fitted.module = q
+    _set_normalisation(q, x[train], data["rewards"][train])
     optimiser = torch.optim.Adam(q.parameters(), lr=config.lr)
-    rng = np.random.default_rng(config.seed)
-    not_done = (~data["dones"]).to(torch.float32)
-    next_values = torch.zeros(n)
-    # Small datasets get more passes: each regression must converge before the next refresh, so
-    # every iteration takes at least min_updates_per_iteration gradient steps.
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    epochs = max(config.epochs_per_iteration, math.ceil(config.min_updates_per_iteration / steps_per_epoch))
-    for iteration in range(config.iterations):
-        if iteration > 0:
-            next_values = _support_values(q, data["next_obs"], data["next_support"], data["next_prob"])
-        targets = (data["rewards"] + gamma * not_done * next_values) / q.q_scale
-        for _ in range(epochs):
-            _regression_epoch(q, optimiser, data["obs"], data["slates"], targets, config.batch_size, rng)
-    return q.eval()
+    not_done = (~data["dones"]).to(torch.float32).expand(members, n).clone()
+    if behaviour:  # the logging policy's next slate is known within a session only: its last row ends it
+        last = np.r_[episodes[1:] != episodes[:-1], True]
+        not_done[-1, torch.as_tensor(last)] = 0.0
+    next_values = torch.zeros(members, n)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    round_steps = max(math.ceil(config.epochs_per_iteration * steps_per_epoch), config.min_updates_per_iteration)
+    diag = {"held_out_rows": int(len(val)), "gradient_steps": 0, "fit_r2": None, "converged": False,
+            "refits": config.refits}
+    previous = None
+    iteration = 0
+    for iteration in range(1, config.iterations + 1):
+        if iteration > 1:
+            next_values = _support_values(q, next_x, data["next_support"], data["next_prob"])
+            if behaviour:
+                next_values[-1] = _support_values(q, next_x, next_logged[:, None, :], torch.ones(n, 1))[-1]
+            next_values = _clip(next_values, next_low, next_high)
+        raw = data["rewards"] + gamma * not_done * next_values
+        targets = _clip(raw, low, high)
+        diag["clipped_share"] = float((raw[0] != targets[0]).float().mean())
+        diag["gradient_steps"] += _fit_round_by_round(q, optimiser, x, data["slates"], targets / q.q_scale, weights,
+                                                      train, val, round_steps, config, rng, diag)
+        if len(val):
+            values = q(x[val], data["slates"][val]).detach()
+            moved = None if previous is None else float((values - previous).abs().mean())
+            if moved is not None and moved < config.value_tolerance * float(q.q_scale):
+                diag["converged"] = True
+                break
+            previous = values
+    diag["iterations"] = iteration
+    q.eval()
+    if len(val):
+        final_next = _clip(_support_values(q, next_x[val], data["next_support"][val], data["next_prob"][val])[0],
+                           next_low[val], next_high[val])
+        residual = _clip(q(x[val], data["slates"][val]).detach()[0], low[val], high[val]) - (
+            data["rewards"][val] + gamma * not_done[0, val] * final_next)
+        diag["bellman_residual"] = {"mean": float(residual.mean()), "rmse": float(residual.pow(2).mean().sqrt())}
+    if behaviour:
+        diag["behaviour_check"] = _behaviour_check(fitted, x, data, steps, episodes, gamma)
+    fitted.diagnostics = diag
+    return fitted
 
 
-def support_values(q: SlateQFunction, obs: np.ndarray, support: np.ndarray, support_prob: np.ndarray) -> np.ndarray:
-    """``sum_m p_m Q(s, A_m)`` per row, (n,) float64: ``V^pi(s)`` when the support is pi's slates at s."""
-    obs_t = torch.as_tensor(np.asarray(obs, np.float32))
+def _behaviour_check(fitted: FittedQ, x: torch.Tensor, data: dict, steps: np.ndarray | None,
+                     episodes: np.ndarray, gamma: float) -> dict:
+    """The behaviour member's value of the logged first states, mean_i Q_b(s_i0, A_i0), next to the
+    mean logged (γ-discounted) session return with its 95% t-interval; ``gap`` = model - logged."""
+    from recsys_exp.stats import mean_ci95
+
+    first = np.r_[True, episodes[1:] != episodes[:-1]]
+    rows = torch.as_tensor(np.flatnonzero(first))
+    low, high = fitted.bounds(None if steps is None else steps[first], len(rows))
+    model = _clip(fitted.module(x[rows], data["slates"][rows]).detach()[-1], low, high)
+    step_of_row = np.arange(len(episodes)) - np.flatnonzero(first)[np.cumsum(first) - 1]
+    returns = np.bincount(np.cumsum(first) - 1, weights=data["rewards"].numpy() * gamma ** step_of_row)
+    logged, _, _, ci = mean_ci95(returns)
+    value = float(model.double().mean())
+    return {"model": value, "logged": float(logged), "logged_ci95": [float(ci[0]), float(ci[1])],
+            "gap": value - float(logged), "sessions": int(len(returns))}
+
+
+def support_values(q: FittedQ, obs: np.ndarray, support: np.ndarray, support_prob: np.ndarray,
+                   steps: np.ndarray | None = None, refits: bool = False) -> np.ndarray:
+    """``sum_m p_m Q(s, A_m)`` per row, clipped to the row's value bounds: ``V^pi(s)`` when the
+    support is pi's slates at s. (n,) float64 of member 0; ``refits``: (R, n) of the bootstrap
+    refit members. ``steps`` (n,): the rows' session steps (time-aware fits)."""
+    x = q.inputs(obs, steps)
     support_t = torch.from_numpy(np.array(support, np.int64))  # a copy: broadcast views are read-only
     prob_t = torch.as_tensor(np.asarray(support_prob, np.float32))
-    return _support_values(q, obs_t, support_t, prob_t).numpy().astype(np.float64)
+    low, high = q.bounds(steps, len(x))
+    values = _clip(_support_values(q.module, x, support_t, prob_t), low, high).numpy().astype(np.float64)
+    return values[1:1 + q.refits] if refits else values[0]
 
 
-def q_values(q: SlateQFunction, obs: np.ndarray, slates: np.ndarray) -> np.ndarray:
-    """``Q(s, A)`` per row, (n,) float64."""
+def q_values(q: FittedQ, obs: np.ndarray, slates: np.ndarray, steps: np.ndarray | None = None,
+             refits: bool = False) -> np.ndarray:
+    """``Q(s, A)`` per row, clipped to the row's value bounds; (n,) of member 0, ``refits``: (R, n)."""
     slates = np.asarray(slates, np.int64)
-    return support_values(q, obs, slates[:, None, :], np.ones((len(slates), 1)))
+    return support_values(q, obs, slates[:, None, :], np.ones((len(slates), 1)), steps, refits)
+
+
+def _check_rows(name: str, values: np.ndarray | None, n: int, dtype) -> np.ndarray | None:
+    if values is None:
+        return None
+    values = np.asarray(values) if dtype is None else np.asarray(values, dtype)
+    if len(values) != n or (values.dtype.kind in "iu" and name == "steps" and (values < 0).any()):
+        raise OPEError(f"{name} must have one valid entry per row ({n}), got shape {values.shape}")
+    return values
+
+
+def _clip(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    return torch.minimum(torch.maximum(values, low), high)
+
+
+def _held_out_rows(n: int, episodes: np.ndarray | None, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """(n,) bool: about ``fraction`` of the sessions (of the rows without ``episodes``); none when
+    fewer than 10 sessions would be held out or fewer than 10 remain to train on."""
+    groups = np.arange(n) if episodes is None else np.unique(np.asarray(episodes), return_inverse=True)[1]
+    count = int(groups.max()) + 1 if n else 0
+    chosen = int(round(fraction * count))
+    if chosen < 10 or count - chosen < 10:
+        return np.zeros(n, dtype=bool)
+    picked = np.zeros(count, dtype=bool)
+    picked[rng.permutation(count)[:chosen]] = True
+    return picked[groups]
 
 
 @torch.no_grad()
-def _support_values(q: SlateQFunction, obs: torch.Tensor, support: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
-    """Tensor version of :func:`support_values`, in chunks of rows to bound memory."""
+def _support_values(q: SlateQFunction, x: torch.Tensor, support: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    """(E, n) ``sum_m p_m Q_e(s, A_m)`` of every member on network inputs ``x`` (unclipped), in
+    chunks of rows to bound memory."""
+    rows_total, m = prob.shape
+    chunk = max(1, _CHUNK_CELLS // (m * q.members))
     out = []
-    for start in range(0, len(obs), _CHUNK_ROWS):
-        o, s, p = obs[start:start + _CHUNK_ROWS], support[start:start + _CHUNK_ROWS], prob[start:start + _CHUNK_ROWS]
-        rows, m = p.shape
-        values = q(o.repeat_interleave(m, dim=0), s.reshape(rows * m, -1)).reshape(rows, m)
-        out.append((values * p).sum(1))
-    return torch.cat(out) if out else torch.zeros(0)
+    for start in range(0, rows_total, chunk):
+        o, s, p = x[start:start + chunk], support[start:start + chunk], prob[start:start + chunk]
+        rows = len(p)
+        values = q(o.repeat_interleave(m, dim=0), s.reshape(rows * m, -1)).reshape(q.members, rows, m)
+        out.append((values * p).sum(-1))
+    return torch.cat(out, 1) if out else torch.zeros(q.members, 0)
 
 
-def _regression_epoch(q: SlateQFunction, optimiser: torch.optim.Optimizer, obs: torch.Tensor, slates: torch.Tensor,
-                      targets: torch.Tensor, batch_size: int, rng: np.random.Generator) -> None:
-    """One shuffled pass of MSE regression of ``q.scaled`` on ``targets`` (already scaled)."""
-    order = torch.as_tensor(rng.permutation(len(obs)))
-    for start in range(0, len(obs), batch_size):
-        batch = order[start:start + batch_size]
-        loss = nn.functional.mse_loss(q.scaled(obs[batch], slates[batch]), targets[batch])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+def _fit_round_by_round(q: SlateQFunction, optimiser: torch.optim.Optimizer, x: torch.Tensor, slates: torch.Tensor,
+                        targets: torch.Tensor, weights: torch.Tensor, train: torch.Tensor, val: torch.Tensor,
+                        round_steps: int, config: FQEConfig, rng: np.random.Generator, diag: dict) -> int:
+    """Regress ``q.scaled`` (E, .) on ``targets`` (E, n; scaled) with per-member row ``weights``
+    (E, n) over the ``train`` rows, in rounds of ``round_steps`` gradient steps, keeping the best
+    round's weights by the members' mean held-out loss (one round without held-out rows). Sets
+    ``diag["fit_r2"]`` (member 0); returns the gradient steps taken."""
+    taken, best, best_state, stale = 0, math.inf, None, False
+    rounds = config.max_rounds if len(val) else 1
+    for _ in range(rounds):
+        taken += _regression_steps(q, optimiser, x[train], slates[train], targets[:, train], weights[:, train],
+                                   config.batch_size, round_steps, rng)
+        if not len(val):
+            break
+        with torch.no_grad():
+            errors = (q.scaled(x[val], slates[val]) - targets[:, val]).pow(2).mean(1)  # (E,)
+        loss = float(errors.mean())
+        if loss < best * (1.0 - config.improvement):
+            best, best_errors = loss, errors
+            best_state = {k: v.clone() for k, v in q.state_dict().items()}
+        else:
+            stale = True
+            break
+    if stale:
+        q.load_state_dict(best_state)
+    if len(val):
+        variance = float(targets[0, val].var(unbiased=False))
+        diag["fit_r2"] = 1.0 - float(best_errors[0]) / variance if variance > 0 else None
+    return taken
+
+
+def _regression_steps(q: SlateQFunction, optimiser: torch.optim.Optimizer, x: torch.Tensor, slates: torch.Tensor,
+                      targets: torch.Tensor, weights: torch.Tensor, batch_size: int, n_steps: int,
+                      rng: np.random.Generator) -> int:
+    """``n_steps`` minibatch steps of weighted MSE regression of every member's ``q.scaled`` on its
+    ``targets`` (E, n; scaled) with row ``weights`` (E, n), in shuffled passes over the rows."""
+    taken = 0
+    while taken < n_steps:
+        order = torch.as_tensor(rng.permutation(len(x)))
+        for start in range(0, len(x), batch_size):
+            batch = order[start:start + batch_size]
+            errors = (q.scaled(x[batch], slates[batch]) - targets[:, batch]).pow(2)
+            loss = (errors * weights[:, batch]).mean(1).sum()  # members are independent: sum their losses
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            taken += 1
+            if taken == n_steps:
+                break
+    return taken
 
 
 def _set_normalisation(q: SlateQFunction, obs: torch.Tensor, rewards: torch.Tensor) -> None:

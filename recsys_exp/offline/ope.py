@@ -144,6 +144,8 @@ class OPEInputs:
     row_labels: Sequence[str] | None = None  # e.g. "row 17 (episode 3, step 4)", for error messages
     behaviour_prefix_prob: np.ndarray | None = None  # (n, K) mu(slots 0..k = A_t,0..A_t,k | s_t), for rips
     target_prefix_prob: np.ndarray | None = None  # (n, K) pi(slots 0..k = A_t,0..A_t,k | s_t)
+    q_logged_refits: np.ndarray | None = None  # (R, n) q_logged of R refits of the model on resampled sessions
+    v_target_refits: np.ndarray | None = None  # (R, n) v_target of the same refits
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,16 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
     them) for IS estimators. ``ci95`` is the percentile interval at ``confidence`` (the key keeps
     its name) over ``n_bootstrap`` resamples of whole episodes drawn with
     ``numpy.random.default_rng(seed)``; ``std_err`` is the bootstrap standard deviation.
-    ``n_bootstrap=0`` skips the bootstrap (ci95 and std_err are NaN).
+    ``n_bootstrap=0`` skips the bootstrap (ci95 and std_err are NaN). IS estimators also get
+    ``"mean_weight"``: ``[mean, low, high]`` of the episodes' final weights with a 95% normal
+    interval; its expectation is 1 under the behaviour policy, so an interval without 1 says the
+    logs lack the target's likely sessions (or the weights are clipped or shrunk).
+
+    Model uncertainty: with ``q_logged_refits`` / ``v_target_refits`` (R models fitted on bootstrap
+    resamples of the sessions), the replicates of dm and the dr family cycle through the refits
+    (replicate j evaluates with refit j mod R on its own resample of episodes), so their intervals
+    hold the model's variation too, not only the spread of one fixed model's predictions; the point
+    value stays the main model's. Their entries record ``"model_refits"`` (R, or 0).
 
     ``clip`` (> 0; None = none) caps the importance weights of ips, snips, dr, sndr, iips and rips,
     whose entries record it as ``"clip"``. ``dros_lambda`` (>= 0) and ``switch_tau`` (>= 0) fix
@@ -252,8 +263,14 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
     layout = _validate(inputs, names)
     weights = _weights(inputs, layout, names)
     terms = {name: _TERMS[name](inputs, layout, weights, settings) for name in names}
-    replicates = _bootstrap({name: (t.num, t.den) for name, t in terms.items()}, layout.n_episodes, n_bootstrap,
-                            np.random.default_rng(seed))
+    variants = {name: [(t.num, t.den)] for name, t in terms.items()}
+    refits = _refit_inputs(inputs)
+    for name in (n for n in names if n in MODEL_ESTIMATORS and refits):
+        # dros's lambda and switch_dr's tau stay as tuned on the main model (held fixed, as in the resamples)
+        fixed = replace(settings, dros_lambda=_fixed(terms[name].info.get("lambda"), settings.dros_lambda),
+                        switch_tau=_fixed(terms[name].info.get("tau"), settings.switch_tau))
+        variants[name] = [(t.num, t.den) for t in (_TERMS[name](r, layout, weights, fixed) for r in refits)]
+    replicates = _bootstrap(variants, layout.n_episodes, n_bootstrap, np.random.default_rng(seed))
     alpha = 1.0 - confidence
     results: dict[str, dict] = {}
     for name in names:
@@ -269,6 +286,9 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
         }
         if term.ess_weights is not None:
             entry["ess"] = _ess(term.ess_weights)
+            entry["mean_weight"] = _mean_with_ci(term.ess_weights)
+        if name in MODEL_ESTIMATORS:
+            entry["model_refits"] = len(variants[name]) if refits else 0
         results[name] = {**entry, **term.info}
     return results
 
@@ -585,29 +605,63 @@ _TERMS: dict[str, Callable[[OPEInputs, _Layout, _Weights, _Settings], _Terms]] =
 }
 
 
+def _refit_inputs(inputs: OPEInputs) -> list[OPEInputs]:
+    """One copy of ``inputs`` per model refit (their q_logged / v_target), [] without refits."""
+    if inputs.q_logged_refits is None or inputs.v_target_refits is None:
+        return []
+    q_r, v_r = np.asarray(inputs.q_logged_refits, np.float64), np.asarray(inputs.v_target_refits, np.float64)
+    n = len(inputs.episode)
+    if q_r.ndim != 2 or q_r.shape != v_r.shape or q_r.shape[1] != n:
+        raise OPEError(f"q_logged_refits / v_target_refits have shapes {q_r.shape} / {v_r.shape}, expected (R, {n})")
+    if not (np.isfinite(q_r).all() and np.isfinite(v_r).all()):
+        raise OPEError("q_logged_refits / v_target_refits not finite; the estimators need finite values")
+    return [replace(inputs, q_logged=q, v_target=v) for q, v in zip(q_r, v_r)]
+
+
+def _fixed(tuned: float | None, given: float | None) -> float:
+    """A tuned setting as recorded (None = infinity) -> the float to hold fixed."""
+    if given is not None:
+        return given
+    return np.inf if tuned is None else float(tuned)
+
+
+def _mean_with_ci(weights: np.ndarray) -> list[float]:
+    """[mean, low, high]: the mean of ``weights`` with its 95% normal interval."""
+    mean = float(weights.mean())
+    half = 1.96 * float(weights.std(ddof=1)) / np.sqrt(len(weights)) if len(weights) > 1 else float("nan")
+    return [mean, mean - half, mean + half]
+
+
 def _ratio_value(num_sum: np.ndarray, den_sum: np.ndarray) -> np.ndarray:
     """sum over the last axis of num/den, a zero denominator giving a zero term."""
     safe = np.where(den_sum != 0, den_sum, 1.0)
     return np.where(den_sum != 0, num_sum / safe, 0.0).sum(-1)
 
 
-def _bootstrap(terms: dict[str, tuple[np.ndarray, np.ndarray]], n_episodes: int, n_bootstrap: int,
+def _bootstrap(variants: dict[str, list[tuple[np.ndarray, np.ndarray]]], n_episodes: int, n_bootstrap: int,
                rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Bootstrap replicates of every estimator, sharing the same episode resamples.
 
     A resample is a vector of episode counts, so a chunk of replicates is one matrix product
     with the per-episode terms (the self-normalised estimators resample their numerator and
-    denominator sums together).
+    denominator sums together). An estimator with several ``variants`` (per-episode terms under
+    several model refits) evaluates replicate j with variant j mod len(variants).
     """
     chunk = max(1, _BOOTSTRAP_CHUNK_CELLS // n_episodes)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in terms}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in variants}
     for start in range(0, n_bootstrap, chunk):
         b = min(chunk, n_bootstrap - start)
         draws = rng.integers(0, n_episodes, size=(b, n_episodes))
         flat = (draws + n_episodes * np.arange(b)[:, None]).ravel()
         counts = np.bincount(flat, minlength=b * n_episodes).reshape(b, n_episodes).astype(np.float64)
-        for name, (num, den) in terms.items():
-            parts[name].append(_ratio_value(counts @ num, counts @ den))
+        for name, terms in variants.items():
+            which = (start + np.arange(b)) % len(terms)
+            values = np.empty(b)
+            for v, (num, den) in enumerate(terms):
+                rows = which == v
+                if rows.any():
+                    values[rows] = _ratio_value(counts[rows] @ num, counts[rows] @ den)
+            parts[name].append(values)
     return {name: np.concatenate(p) if p else np.empty(0) for name, p in parts.items()}
 
 

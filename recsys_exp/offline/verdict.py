@@ -6,20 +6,31 @@ Each estimate of ope.json gets ``"reliable"`` (bool) and ``"reason"`` (one line)
 the checks used. An estimate is unreliable when
 
 * its value is not finite, or it has no interval (``offline.bootstrap=0``);
-* it weights sessions and its effective sample size (Kish, (Σw)²/Σw²) is below
-  ``max(ESS_MIN, ESS_MIN_SHARE · sessions)``: a handful of sessions then decide the estimate and
-  its bootstrap interval;
 * its value lies outside the feasible range of session returns: with per-step rewards in the
   logged range [r_min, r_max] and sessions no longer than the longest logged one (H steps),
   a (γ-discounted) session return lies in ``[min(0, r_min)·G, max(0, r_max)·G]``,
   ``G = Σ_{t<H} γ^t``. (An estimate outside it is wrong whatever its interval says; one inside
   it can still be wrong.)
+* it weights sessions and its effective sample size (Kish, (Σw)²/Σw²) is below
+  ``max(ESS_MIN, ESS_MIN_SHARE · sessions)``: a handful of sessions then decide the estimate and
+  its bootstrap interval;
+* it is an unnormalised importance-weighted estimate (ips, iips, rips, dr) and the mean of the
+  sessions' final weights is not 1 within its 95% interval. Under the behaviour policy that mean
+  is exactly 1 in expectation; far below 1, the logs hold too few of the sessions the target
+  would produce (often the long ones: a deterministic target matches a whole long session
+  rarely) and the estimate is biased low however tight its interval;
+* it leans on the fitted Q model (dm; dros and switch_dr, which shrink or switch weights towards
+  it; sndr when its weights fail the check above) and the model fails a check of
+  :mod:`recsys_exp.offline.fqe`'s diagnostics: its held-out fit explains less than
+  :data:`R2_MIN` of the targets' variance, or the same model class, fitted
+  for the logging policy on the same sessions (the behaviour check), misses the logged mean
+  return by more than the two intervals' half-widths together: a model that is wrong where the
+  truth is known is not trusted where it is not.
 
 The recommended estimate is the first reliable one in :data:`PREFERENCE`: the doubly robust family
 first (unbiased when the behaviour propensities are right, lower variance than plain importance
 sampling when the model is good), then the self-normalised and plain importance-sampling
-estimators, the slate-structured ones, and the model-only ``dm`` last (biased when the model is,
-and its interval holds the fitted model fixed).
+estimators, the slate-structured ones, and the model-only ``dm`` last (biased when the model is).
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ import numpy as np
 ESS_MIN = 10.0  # effective sessions below which an importance-weighted estimate is not trusted
 ESS_MIN_SHARE = 0.01  # ... or below this share of the sessions (degenerate weights)
 PREFERENCE = ("dr", "sndr", "dros", "switch_dr", "snips", "ips", "iips", "rips", "dm")
+UNNORMALISED = ("ips", "iips", "rips", "dr")  # their expected mean final weight is 1
+LEANS_ON_MODEL = ("dm", "dros", "switch_dr")  # (and sndr when its weights fail the mean-weight check)
+R2_MIN = 0.5  # held-out fit of the Q model below which model-based estimates are not trusted
 
 
 def ess_floor(n_sessions: int) -> float:
@@ -51,9 +65,11 @@ def feasible_range(reward: np.ndarray, episode: np.ndarray, gamma: float) -> tup
     return min(0.0, float(np.min(reward))) * discount_sum, max(0.0, float(np.max(reward))) * discount_sum
 
 
-def judge(estimate: Mapping[str, Any], feasible: tuple[float, float]) -> tuple[bool, str]:
-    """``(reliable, reason)`` of one estimate (an entry of :func:`recsys_exp.offline.ope.estimate`:
-    ``value``, ``ci95``, ``n_episodes`` and, for weighted estimators, ``ess``)."""
+def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str = "",
+          fqe: Mapping[str, Any] | None = None) -> tuple[bool, str]:
+    """``(reliable, reason)`` of one estimate ``name`` (an entry of :func:`recsys_exp.offline.ope.estimate`:
+    ``value``, ``ci95``, ``n_episodes`` and, for weighted estimators, ``ess`` and ``mean_weight``),
+    with the FQE diagnostics ``fqe`` (``fit_r2``, ``behaviour_check``) for model-based ones."""
     value, (low_ci, high_ci) = estimate["value"], estimate["ci95"]
     n, ess = estimate["n_episodes"], estimate.get("ess")
     low, high = feasible
@@ -65,20 +81,82 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float]) -> tuple[b
     if value < low - slack or value > high + slack:
         return False, (f"{value:.4g} is outside the feasible range [{low:.4g}, {high:.4g}] of session returns "
                        f"(logged per-step rewards, the longest logged session)")
+    notes = []
     if ess is not None:
         floor = ess_floor(n)
         if not ess >= floor:
             return False, (f"ESS {ess:.1f} of {n} sessions is below {floor:.4g} (max({ESS_MIN:g}, "
                            f"{ESS_MIN_SHARE:.0%} of the sessions)): a few sessions decide the estimate and its CI")
-        return True, f"ESS {ess:.1f} of {n} sessions; inside the feasible range"
-    return True, ("model-based (no importance weights; the interval holds the fitted model fixed); "
-                  "inside the feasible range")
+        notes.append(f"ESS {ess:.1f} of {n} sessions")
+    weights_ok, weight_note = _mean_weight_check(estimate)
+    if weight_note:
+        notes.append(weight_note)
+    if name in UNNORMALISED and not weights_ok:
+        return False, (f"{weight_note}: the logs hold too few of the sessions the target would have, so the "
+                       f"estimate is biased{' low' if estimate['mean_weight'][0] < 1 else ''}")
+    if name in LEANS_ON_MODEL or (name == "sndr" and not weights_ok):
+        model_ok, model_note = _model_check(estimate, fqe)
+        if not model_ok:
+            return False, model_note
+        notes.append(model_note)
+    notes.append("inside the feasible range")
+    return True, "; ".join(notes)
 
 
-def add_verdicts(estimates: dict[str, dict[str, Any]], feasible: tuple[float, float]) -> str | None:
-    """Add ``reliable`` and ``reason`` to every estimate in place; return the recommended
-    estimator (the first reliable one in :data:`PREFERENCE`, then any other reliable one), or None."""
-    for est in estimates.values():
-        est["reliable"], est["reason"] = judge(est, feasible)
+def _mean_weight_check(estimate: Mapping[str, Any]) -> tuple[bool, str]:
+    """(ok, note): whether the 95% interval of the mean final importance weight holds 1."""
+    mean_weight = estimate.get("mean_weight")
+    if mean_weight is None:
+        return True, ""
+    mean, low, high = mean_weight
+    ok = not (math.isfinite(low) and math.isfinite(high)) or low <= 1.0 <= high
+    return ok, f"mean importance weight {mean:.3g} [{low:.3g}, {high:.3g}]{'' if ok else ', not 1'}"
+
+
+def _model_check(estimate: Mapping[str, Any], fqe: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """(ok, note) of the fitted Q model behind a model-based estimate (module docstring)."""
+    if not fqe:
+        return True, "model-based (no model diagnostics)"
+    r2 = fqe.get("fit_r2")
+    if r2 is not None and not r2 >= R2_MIN:
+        return False, (f"the fitted Q model explains {r2:.0%} of its held-out targets' variance (< {R2_MIN:.0%}): "
+                       f"it does not fit, and its errors compound over the horizon")
+    check = fqe.get("behaviour_check")
+    refits = estimate.get("model_refits", 0)
+    note = f"model-based, interval over {refits} model refits" if refits else "model-based"
+    if check:
+        logged_half = (check["logged_ci95"][1] - check["logged_ci95"][0]) / 2
+        own_half = (estimate["ci95"][1] - estimate["ci95"][0]) / 2
+        gap, logged = check["gap"], check["logged"]
+        share = f" ({gap / abs(logged):+.1%})" if logged else ""
+        if abs(gap) > logged_half + own_half:
+            return False, (f"the same Q model, fitted for the logging policy, misses its logged mean return "
+                           f"{logged:.4g} [{check['logged_ci95'][0]:.4g}, {check['logged_ci95'][1]:.4g}] by "
+                           f"{gap:+.4g}{share}: more than the intervals allow")
+        note += f"; behaviour check {gap:+.3g}{share} of the logged return"
+    if r2 is not None:
+        note += f"; held-out R² {r2:.2f}"
+    return True, note
+
+
+def add_verdicts(estimates: dict[str, dict[str, Any]], feasible: tuple[float, float],
+                 fqe: Mapping[str, Any] | None = None) -> str | None:
+    """Add ``reliable`` and ``reason`` to every estimate in place (``fqe``: the model's diagnostics);
+    return the recommended estimator (the first reliable one in :data:`PREFERENCE`, then any other
+    reliable one), or None."""
+    for name, est in estimates.items():
+        est["reliable"], est["reason"] = judge(est, feasible, name, fqe)
     ranked = [name for name in PREFERENCE if name in estimates] + [n for n in estimates if n not in PREFERENCE]
     return next((name for name in ranked if estimates[name]["reliable"]), None)
+
+
+def selected(ope: Mapping[str, Any], select_by: str) -> str:
+    """The estimator a run or trial is judged by (``offline.select_by``): that estimator, or for
+    ``recommended`` ope.json's recommended one; when no estimate is reliable, the first of
+    :data:`PREFERENCE` among the estimates (its verdict, unreliable, goes with it)."""
+    if select_by != "recommended":
+        return select_by
+    if ope.get("recommended"):
+        return ope["recommended"]
+    names = list(ope["estimates"])
+    return next((name for name in PREFERENCE if name in names), names[0])

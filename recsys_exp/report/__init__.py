@@ -17,8 +17,9 @@ the plots as PNG files beside them:
 
 Runs on ``env=logged`` (no simulator) are scored by their off-policy estimate on the sessions held
 out of training (summary.json's ``objective``; a sweep trial's ``off_policy``): their section's
-table says so, names the estimator and the number of held-out sessions, and flags estimates whose
-effective sample size is too small to rank by (:func:`low_ess`).
+table says so, names the estimator and the number of held-out sessions, and flags estimates not to
+rank by (:func:`flag_reason`): an effective sample size too small (:func:`low_ess`), or ope.json's
+verdict (:mod:`recsys_exp.offline.verdict`) calling the estimate unreliable, with its reason.
 
 Statistics follow Agarwal et al. 2021 (see :mod:`recsys_exp.report.stats`).
 """
@@ -51,6 +52,15 @@ def low_ess(op: OffPolicy) -> bool:
     if ess is None:
         return False
     return ess < ess_floor(op.n_episodes or 0)
+
+
+def flag_reason(op: OffPolicy) -> str | None:
+    """Why an off-policy score should not be ranked by, or None: its ESS below the floor
+    (:func:`low_ess`), else the reason ope.json's verdict gave for calling it unreliable."""
+    if low_ess(op):
+        n = "?" if op.n_episodes is None else f"{op.n_episodes:,}"
+        return f"ESS {effective_sessions(op):,.1f} of {n} held-out sessions"
+    return op.unreliable
 
 
 def effective_sessions(op: OffPolicy) -> float | None:
@@ -97,7 +107,7 @@ class OffPolicySummary:
     estimators: list[str]                      # offline.select_by of the runs (one, unless they differ)
     held_out: tuple[int, int] | None           # held-out sessions per run: smallest, largest
     held_out_fraction: list[float]
-    low_ess: list[tuple[str, float, int | None]]  # (run, ESS, held-out sessions) of each flagged estimate
+    flagged: list[tuple[str, str]]  # (run, why) of each estimate not to rank by (flag_reason)
 
 
 @dataclass
@@ -137,7 +147,7 @@ def algo_row(label: str, records: list[RunRecord], reps: int, seed: int) -> Algo
     ess = [e for e in map(effective_sessions, ops) if e is not None]
     row.ess_min = min(ess) if ess else None
     row.flagged = [f"{r.name} (seed {r.seed})" if r.seed is not None else r.name
-                   for r in done if r.off_policy is not None and low_ess(r.off_policy)]
+                   for r in done if r.off_policy is not None and flag_reason(r.off_policy)]
     return row
 
 
@@ -147,8 +157,8 @@ def off_policy_summary(records: list[RunRecord]) -> OffPolicySummary | None:
     if not ops:
         return None
     sessions = [op.n_episodes for _, op in ops if op.n_episodes is not None]
-    flagged = [(f"{r.name} (seed {r.seed})" if r.seed is not None else r.name, effective_sessions(op), op.n_episodes)
-               for r, op in ops if low_ess(op)]
+    flagged = [(f"{r.name} (seed {r.seed})" if r.seed is not None else r.name, flag_reason(op))
+               for r, op in ops if flag_reason(op)]
     return OffPolicySummary(sorted({op.estimator for _, op in ops}),
                             (min(sessions), max(sessions)) if sessions else None,
                             sorted({op.held_out_fraction for _, op in ops if op.held_out_fraction is not None}),

@@ -40,6 +40,7 @@ class OffPolicy:
     n_episodes: int | None           # held-out sessions the estimate averages over
     ess: float | None                # Kish effective sample size; None for unweighted estimators (dm)
     held_out_fraction: float | None = None
+    unreliable: str | None = None    # ope.json's verdict: why the estimate is unreliable (None: reliable or unknown)
 
     @classmethod
     def from_objective(cls, objective: Any) -> OffPolicy | None:
@@ -47,8 +48,9 @@ class OffPolicy:
         if not isinstance(objective, dict) or objective.get("kind") != "off_policy":
             return None
         n = _finite(objective.get("n_episodes"))
+        unreliable = str(objective.get("reason")) if objective.get("reliable") is False else None
         return cls(str(objective.get("estimator")), None if n is None else int(n), _finite(objective.get("ess")),
-                   _finite(objective.get("held_out_fraction")))
+                   _finite(objective.get("held_out_fraction")), unreliable)
 
 
 @dataclass

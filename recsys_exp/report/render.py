@@ -186,7 +186,9 @@ def off_policy_note(op: OffPolicySummary) -> str:
             f"held-out sessions. Under {ESS_MIN:g} effective sessions a handful of sessions decide the estimate and "
             f"its bootstrap CI; under {ESS_MIN_SHARE:.0%} the weights are degenerate (the policy rarely picks the "
             f"logged slates), so a few large-weight sessions and the exactness of their logged propensities decide "
-            f"it. An unweighted estimator (`dm`) counts each held-out session once: its ESS is their number.")
+            f"it. An unweighted estimator (`dm`) counts each held-out session once: its ESS is their number. "
+            f"{LOW_ESS_MARK} also marks estimates that ope.json's verdict calls unreliable (e.g. the mean importance "
+            f"weight is not 1, or the fitted Q model fails its checks); each one's reason is listed below the table.")
 
 
 def _env_blocks(section: EnvSection, images: dict[str, bytes]) -> list[Block]:
@@ -208,10 +210,9 @@ def _env_blocks(section: EnvSection, images: dict[str, bytes]) -> list[Block]:
     if op is not None:
         blocks.append(("p", off_policy_note(op)))
         blocks.append(("table", off_policy_header(op), rows))
-        if op.low_ess:
+        if op.flagged:
             blocks.append(("p", f"{LOW_ESS_MARK} Estimates too weakly supported to rank by:"))
-            blocks.append(("ul", [f"{name}: ESS {ess:,.1f} of {'?' if n is None else f'{n:,}'} held-out sessions"
-                                  for name, ess, n in op.low_ess]))
+            blocks.append(("ul", [f"{name}: {why}" for name, why in op.flagged]))
     else:
         blocks.append(("table", TABLE_HEADER, rows))
     curves, poi = f"report_{slug(section.env)}_curves.png", f"report_{slug(section.env)}_poi.png"

@@ -99,6 +99,14 @@ def print_ope(ope: dict[str, Any]) -> None:
         verdict = "" if est.get("reliable", True) else f"  UNRELIABLE: {est['reason']}"
         print(f"ope {name}: {est['value']:.4g} (95% CI {est['ci95'][0]:.4g}..{est['ci95'][1]:.4g}{ess}){verdict}",
               flush=True)
+    fqe = ope.get("fqe") or {}
+    if fqe.get("fit_r2") is not None or fqe.get("behaviour_check"):
+        check = fqe.get("behaviour_check")
+        r2 = "" if fqe.get("fit_r2") is None else f"held-out R² {fqe['fit_r2']:.2f}"
+        gap = "" if not check else (f"{', ' if r2 else ''}behaviour check {check['gap']:+.4g} vs the logged mean "
+                                    f"return {check['logged']:.4g}")
+        print(f"ope model (FQE, {fqe.get('iterations')} iterations, {fqe.get('refits', 0)} refits): {r2}{gap}",
+              flush=True)
     if "recommended" in ope:
         best = ope["recommended"]
         print(f"ope recommended: {best} ({ope['estimates'][best]['value']:.4g})" if best else

@@ -193,16 +193,21 @@ class SeedAveragedTrainable(tune.Trainable):
 
 def off_policy_result(seeds: list[int], ope: list[dict[str, Any]] | None, select_by: str) -> dict[str, Any]:
     """A logged-env trial's ``off_policy`` result from each seed's ope.json content (None: not yet
-    estimated, every number NaN): ``value`` (mean over seeds of the ``select_by`` estimate), the
-    smallest ``ess`` (NaN for ``dm``) and ``n_episodes`` over the seeds, and ``per_seed``."""
+    estimated, every number NaN): ``value`` (mean over seeds of the ``select_by`` estimate: with
+    ``recommended``, each seed's recommended one), the smallest ``ess`` (NaN for ``dm``) and
+    ``n_episodes`` over the seeds, and ``per_seed`` (with each seed's estimator and verdict)."""
+    from recsys_exp.offline.verdict import selected
+
     nan = math.nan
     per_seed = {}
     for i, s in enumerate(seeds):
-        est = ope[i]["estimates"][select_by] if ope is not None else {}
+        name = selected(ope[i], select_by) if ope is not None else None
+        est = ope[i]["estimates"][name] if ope is not None else {}
         low, high = est.get("ci95", (nan, nan))
         ess = est.get("ess")
         per_seed[str(s)] = {"value": est.get("value", nan), "ci95_low": low, "ci95_high": high,
-                            "ess": nan if ess is None else ess, "n_episodes": est.get("n_episodes", nan)}
+                            "ess": nan if ess is None else ess, "n_episodes": est.get("n_episodes", nan),
+                            "estimator": name, "reliable": est.get("reliable"), "reason": est.get("reason")}
     rows = list(per_seed.values())
     return {"value": float(np.mean([r["value"] for r in rows])), "ess": _smallest([r["ess"] for r in rows]),
             "n_episodes": _smallest([r["n_episodes"] for r in rows]), "per_seed": per_seed}

@@ -1,1 +1,1 @@
-"""Small gymnasium envs written without recsys_exp's parts, for ``env=gym`` (see the README)."""
+"""Small gymnasium envs written without recsys_exp's parts, for ``env=gym`` (see docs/envs.md)."""
