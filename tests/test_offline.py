@@ -175,7 +175,8 @@ def test_ope_intervals_cover_the_simulated_value(uniform_logs, explore):
     policy = policy_of(target_c)
     truth = simulated_value(target_c, policy, explore, 1.0, 20_000, seed=99)
     names = ["ips", "snips", "dm", "dr", "iips"]
-    inputs, _ = ope_inputs(uniform_logs, policy, env_spec(target_c).observation_space, explore, 1.0, names, None, seed=0,
+    space = env_spec(target_c).observation_space
+    inputs, _ = ope_inputs(uniform_logs, policy, space, explore, 1.0, names, None, seed=0,
                            fqe_refits=0)  # the model's own intervals are tests/test_fqe_trust.py's
     est = estimate(inputs, names, n_bootstrap=500, seed=0)
     half = (truth["ci95"][1] - truth["ci95"][0]) / 2  # the truth's own Monte Carlo error

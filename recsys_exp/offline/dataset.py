@@ -64,7 +64,8 @@ class LoggedData:
             m = read_meta(table.schema)
             missing = [c for c in REQUIRED if c not in table.column_names]
             if missing:
-                raise DataError(f"{f}: missing column(s) {', '.join(missing)} (see the logged-data schema in docs/offline.md)")
+                raise DataError(f"{f}: missing column(s) {', '.join(missing)} "
+                                f"(see the logged-data schema in docs/offline.md)")
             if not m:
                 raise DataError(f"{f}: no recsys_exp metadata (write data with mode=record or recsys_exp.offline.jsonl)")
             sizes = {k: m.get(k) for k in ("num_candidates", "slate_size", "user_dim", "doc_dim")}
