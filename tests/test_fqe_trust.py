@@ -109,23 +109,28 @@ def bandit(n: int = 200, seed: int = 4) -> OPEInputs:
                      target_prob=rng.integers(0, 2, n).astype(float), q_logged=reward * 0.5, v_target=np.full(n, 0.4))
 
 
-def test_model_refits_move_the_interval_not_the_estimate():
+def test_model_refits_are_bagged_and_widen_the_interval_by_their_spread():
     inputs = bandit()
-    base = estimate(inputs, ["dm", "dr", "ips"], n_bootstrap=400, seed=1)
-    shifted = estimate(replace(inputs, q_logged_refits=np.stack([inputs.q_logged + 0.1] * 3),
-                               v_target_refits=np.stack([inputs.v_target + 0.1] * 3)),
-                       ["dm", "dr", "ips"], n_bootstrap=400, seed=1)
-    # dm's replicates under refits that add 0.1 everywhere are the base replicates + 0.1 (same resamples)
-    np.testing.assert_allclose(shifted["dm"]["ci95"], np.array(base["dm"]["ci95"]) + 0.1)
-    assert shifted["dm"]["value"] == base["dm"]["value"] and shifted["dm"]["model_refits"] == 3
-    assert shifted["ips"]["ci95"] == base["ips"]["ci95"] and "model_refits" not in shifted["ips"]
-    # dr's term w (r - q) + v with both shifted by 0.1 moves by 0.1 (1 - w): by hand per replicate
+    n, reps = 200, 400
+    base = estimate(inputs, ["dm", "dr", "ips"], n_bootstrap=reps, seed=1)
+    shifts = np.array([0.3, -0.1, 0.1])  # three refits: the model + shift everywhere
+    refit = estimate(replace(inputs, q_logged_refits=inputs.q_logged + shifts[:, None],
+                             v_target_refits=inputs.v_target + shifts[:, None]), ["dm", "dr", "ips"],
+                     n_bootstrap=reps, seed=1)
+    assert refit["dm"]["model_refits"] == 3 and "model_refits" not in refit["ips"]
+    assert refit["ips"]["ci95"] == base["ips"]["ci95"]  # not model-based: untouched
+    # By hand, on the same resamples: replicate j uses the model shifted by [0, 0.3, -0.1, 0.1][j % 4].
+    offsets = np.r_[0.0, shifts]
+    draws = np.random.default_rng(1).integers(0, n, size=(reps, n))
     w = inputs.target_prob / inputs.behaviour_prob
-    rng = np.random.default_rng(1)
-    draws = rng.integers(0, 200, size=(400, 200))
-    reps = np.array([(w[d] * (inputs.reward[d] - inputs.q_logged[d] - 0.1) + inputs.v_target[d] + 0.1).mean()
-                     for d in draws])
-    np.testing.assert_allclose(shifted["dr"]["ci95"], np.quantile(reps, [0.025, 0.975]))
+    dm_reps = np.array([inputs.v_target[d].mean() + offsets[j % 4] for j, d in enumerate(draws)])
+    dr_reps = np.array([(w[d] * (inputs.reward[d] - inputs.q_logged[d] - offsets[j % 4])
+                         + inputs.v_target[d] + offsets[j % 4]).mean() for j, d in enumerate(draws)])
+    np.testing.assert_allclose(refit["dm"]["ci95"], np.quantile(dm_reps, [0.025, 0.975]))
+    np.testing.assert_allclose(refit["dr"]["ci95"], np.quantile(dr_reps, [0.025, 0.975]))
+    # the value is the mean over the four models
+    assert refit["dm"]["value"] == pytest.approx(inputs.v_target.mean() + offsets.mean())
+    assert refit["dm"]["ci95"][1] - refit["dm"]["ci95"][0] > base["dm"]["ci95"][1] - base["dm"]["ci95"][0] + 0.2
 
 
 def test_mean_weight_has_a_normal_interval_and_flags_unnormalised_estimators():

@@ -240,10 +240,10 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
     logs lack the target's likely sessions (or the weights are clipped or shrunk).
 
     Model uncertainty: with ``q_logged_refits`` / ``v_target_refits`` (R models fitted on bootstrap
-    resamples of the sessions), the replicates of dm and the dr family cycle through the refits
-    (replicate j evaluates with refit j mod R on its own resample of episodes), so their intervals
-    hold the model's variation too, not only the spread of one fixed model's predictions; the point
-    value stays the main model's. Their entries record ``"model_refits"`` (R, or 0).
+    resamples of the sessions), dm and the dr family are computed with the main model and each refit:
+    the value is their mean (bagging), and replicate j evaluates with model j mod (R + 1) on its own
+    resample of episodes, so the interval holds the model's variation too, not only the spread of
+    one fixed model's predictions. Their entries record ``"model_refits"`` (R, or 0).
 
     ``clip`` (> 0; None = none) caps the importance weights of ips, snips, dr, sndr, iips and rips,
     whose entries record it as ``"clip"``. ``dros_lambda`` (>= 0) and ``switch_tau`` (>= 0) fix
@@ -269,7 +269,7 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
         # dros's lambda and switch_dr's tau stay as tuned on the main model (held fixed, as in the resamples)
         fixed = replace(settings, dros_lambda=_fixed(terms[name].info.get("lambda"), settings.dros_lambda),
                         switch_tau=_fixed(terms[name].info.get("tau"), settings.switch_tau))
-        variants[name] = [(t.num, t.den) for t in (_TERMS[name](r, layout, weights, fixed) for r in refits)]
+        variants[name] += [(t.num, t.den) for t in (_TERMS[name](r, layout, weights, fixed) for r in refits)]
     replicates = _bootstrap(variants, layout.n_episodes, n_bootstrap, np.random.default_rng(seed))
     alpha = 1.0 - confidence
     results: dict[str, dict] = {}
@@ -278,7 +278,8 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
         reps = replicates[name]
         ci = np.quantile(reps, [alpha / 2, 1 - alpha / 2]) if n_bootstrap else [np.nan, np.nan]
         entry = {
-            "value": float(_ratio_value(term.num.sum(0), term.den.sum(0))),
+            # with model refits, the bagged value: the mean over the main model and its refits
+            "value": float(np.mean([_ratio_value(num.sum(0), den.sum(0)) for num, den in variants[name]])),
             "ci95": [float(ci[0]), float(ci[1])],
             "std_err": float(reps.std(ddof=1)) if n_bootstrap > 1 else float("nan"),
             "n_episodes": layout.n_episodes,
@@ -288,7 +289,7 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
             entry["ess"] = _ess(term.ess_weights)
             entry["mean_weight"] = _mean_with_ci(term.ess_weights)
         if name in MODEL_ESTIMATORS:
-            entry["model_refits"] = len(variants[name]) if refits else 0
+            entry["model_refits"] = len(variants[name]) - 1
         results[name] = {**entry, **term.info}
     return results
 
