@@ -92,7 +92,7 @@ SMOKE_STEPS = 2000       # the smoke budget's env steps per algorithm (the noteb
 SMOKE_RECORD = 2400      # logged env steps
 TIME_BUDGET = 120        # steps per session of env=long_term_satisfaction_tutorial (conf/env/...)
 # The tutorial env's values under fixed policies, measured by benchmarks/lts_tutorial_optimum.py over
-# 20,000 simulated users (README, "The ceiling on the tutorial env"); the notebook simulates 500 users
+# 20,000 simulated users (docs/results.md, "The ceiling on the tutorial env"); the notebook simulates 500 users
 # (standard error ≈ 0.8).
 RANDOM_RETURN, MYOPIC_RETURN = 1157.8, 1163.7
 
