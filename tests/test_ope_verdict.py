@@ -45,6 +45,9 @@ def test_out_of_range_not_finite_and_no_interval_are_unreliable():
     assert judge(est(6.0, ci=(5.0, 6.0)), feasible)[0] is True  # on the boundary: feasible
     assert judge(est(float("nan"), ess=50.0), feasible)[0] is False
     assert "offline.bootstrap=0" in judge(est(1.0, ci=(float("nan"), float("nan"))), feasible)[1]
+    # ips of 0 with [0, 0]: no weighted session had a click (seen on the Open Bandit Dataset's sample)
+    reliable, reason = judge(est(0.0, ci=(0.0, 0.0), ess=50.0), feasible)
+    assert not reliable and "zero width" in reason
 
 
 def test_recommended_is_the_first_reliable_in_preference_order():

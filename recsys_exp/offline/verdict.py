@@ -5,7 +5,8 @@ Each estimate of ope.json gets ``"reliable"`` (bool) and ``"reason"`` (one line)
 ``"recommended"`` estimator (or None when no estimate is reliable) and the ``"feasible_range"``
 the checks used. An estimate is unreliable when
 
-* its value is not finite, or it has no interval (``offline.bootstrap=0``);
+* its value is not finite, or it has no interval (``offline.bootstrap=0``), or a zero-width one
+  (every resample gives the same number, e.g. no session with weight earned a reward);
 * its value lies outside the feasible range of session returns: with per-step rewards in the
   logged range [r_min, r_max] and sessions no longer than the longest logged one (H steps),
   a (γ-discounted) session return lies in ``[min(0, r_min)·G, max(0, r_max)·G]``,
@@ -77,6 +78,9 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str 
         return False, "the estimate is not finite (importance weights overflowed or no weight was positive)"
     if not (math.isfinite(low_ci) and math.isfinite(high_ci)):
         return False, "no confidence interval (offline.bootstrap=0)"
+    if high_ci - low_ci <= 0 and n > 1:
+        return False, ("the interval has zero width: every resample gives the same number (e.g. no weighted session "
+                       "earned a reward), so it says nothing about the estimate's uncertainty")
     slack = 1e-9 * max(1.0, abs(low), abs(high))
     if value < low - slack or value > high + slack:
         return False, (f"{value:.4g} is outside the feasible range [{low:.4g}, {high:.4g}] of session returns "
