@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from recsys_exp.run_dir import atomic_write_json, atomic_write_text
 
@@ -51,11 +52,12 @@ def stage_config(c: dict[str, Any], algo: str, **changes: Any) -> dict[str, Any]
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the study: an ordinary run of ``config`` in ``run_dir``; skipped when ``done``
-    exists already (a re-run of the study continues where it stopped)."""
+    """One step of the study: an ordinary run of ``make_config()`` in ``run_dir``; skipped when ``done``
+    exists already (a re-run of the study continues where it stopped). The config is composed and
+    validated only when the stage runs: validation reads the data of earlier stages, which exists by then."""
 
     name: str
-    config: dict[str, Any]
+    make_config: Callable[[], dict[str, Any]]
     run_dir: Path
     done: Path
     overrides: tuple[str, ...]
@@ -69,18 +71,19 @@ def study_stages(c: dict[str, Any], run_dir: Path) -> list[Stage]:
     behaviour_dir, data_dir = run_dir / "behaviour", run_dir / "behaviour" / "data"
     eps = s["record_epsilon"]
     stages = [
-        Stage("behaviour", stage_config(c, s["behaviour_algo"], mode="train",
-                                        **{"stop.timesteps": s["behaviour_steps"]}),
-              behaviour_dir, behaviour_dir / CHECKPOINTS_DIR / "last", (f"study.behaviour_algo={s['behaviour_algo']}",)),
-        Stage("record", stage_config(c, s["behaviour_algo"], mode="record", restore=str(behaviour_dir),
-                                     **{"exploration.type": "epsilon_greedy", "exploration.initial_epsilon": eps,
-                                        "exploration.final_epsilon": eps, "offline.path": str(data_dir)}),
+        Stage("behaviour", partial(stage_config, c, s["behaviour_algo"], mode="train",
+                                   **{"stop.timesteps": s["behaviour_steps"]}),
+              behaviour_dir, behaviour_dir / CHECKPOINTS_DIR / "last",
+              (f"study.behaviour_algo={s['behaviour_algo']}",)),
+        Stage("record", partial(stage_config, c, s["behaviour_algo"], mode="record", restore=str(behaviour_dir),
+                                **{"exploration.type": "epsilon_greedy", "exploration.initial_epsilon": eps,
+                                   "exploration.final_epsilon": eps, "offline.path": str(data_dir)}),
               run_dir / "record", data_dir / "manifest.json", ("mode=record",)),
     ]
     for algo in s["algos"]:
         algo_dir = run_dir / algo
-        stages.append(Stage(algo, stage_config(c, algo, mode="train", **{"offline.path": str(data_dir),
-                                                                          "stop.timesteps": s["train_steps"]}),
+        stages.append(Stage(algo, partial(stage_config, c, algo, mode="train", **{"offline.path": str(data_dir),
+                                                                                 "stop.timesteps": s["train_steps"]}),
                             algo_dir, algo_dir / CHECKPOINTS_DIR / "last", (f"algo={algo}",)))
     return stages
 
@@ -95,7 +98,7 @@ def run_study(c: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     stages = study_stages(c, run_dir)
     for stage in stages:
         if not stage.done.exists():
-            execute(stage.config, stage.run_dir, list(stage.overrides))
+            execute(stage.make_config(), stage.run_dir, list(stage.overrides))
     data_dir = stages[0].run_dir / "data"
     policies = {"behaviour (greedy)": stages[0].run_dir, **{st.name: st.run_dir for st in stages[2:]}}
     results: dict[str, Any] = {}
