@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "logs" / "sample.jsonl"
 # The sample has one row without a propensity: the model-based estimator; half of its 3 sessions held out.
 OPE = ("offline.estimators=[dm]", "offline.select_by=dm", "offline.eval_fraction=0.5", "offline.bootstrap=100",
-       "offline.fqe_iterations=3")
+       "offline.fqe_iterations=3", "offline.fqe_refits=0")
 QUIET = ("logger.mode=disabled", "progress=false")
 
 

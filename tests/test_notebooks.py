@@ -136,6 +136,12 @@ def test_tutorial_runs_report_what_their_run_dirs_hold(tutorial):
         assert summary["timesteps"] >= SMOKE_STEPS and summary["eval_episodes"] == 20
         low, high = summary["eval_ci95"]
         assert low <= summary["eval_return_mean"] <= high
+    # The offline (cql) checkpoint started online SlateQ training in the simulator from its weights.
+    online = json.loads((out / "cql_online" / "run.json").read_text())
+    assert online["status"] == "completed" and res["cql_online"]["status"] == "completed"
+    saved = (out / "cql_online" / "config.yaml").read_text()
+    assert "name: slateq" in saved and str(out / "cql") in saved
+    assert res["cql_online"]["timesteps"] >= 200
     sweep = json.loads((out / "sweep" / "sweep.json").read_text())
     assert sorted(t["params"]["algo.training.gamma"] for t in sweep["trials"]) == [0.0, 0.95]
     assert all(t["status"] == "TERMINATED" for t in sweep["trials"])

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import compose_config
+
 from recsys_exp.envs.spec import env_spec
 from recsys_exp.errors import ConfigError
 from recsys_exp.offline.dataset import LoggedData
@@ -249,50 +249,8 @@ def test_cql_beats_bc_on_mixed_data_and_stays_finite(ray_session, tmp_path):
     assert cql > bc + 40, (cql, bc)
 
 
-# ---------------------------------------------------------------------------------------
-# the whole path through the Python API (the CLI's run dirs, in process on the session's Ray)
-# ---------------------------------------------------------------------------------------
-def run(tmp_path: Path, name: str, *overrides: str):
-    import recsys_exp
-
-    return recsys_exp.run([*overrides, "logger.mode=disabled", "progress=false"], run_dir=tmp_path / name)
-
-
-def test_record_train_offline_evaluate_and_continue_online(ray_session, tmp_path, capsys):
-    small = ("env.num_candidates=5", "env.max_episode_steps=10", "eval.episodes=20", "eval.num_envs=20")
-    result = run(tmp_path, "rec", "mode=record", *GREEDY_EPS, *small, "offline.record_steps=1000",
-                 "offline.record_num_envs=20")
-    assert result.status == "completed"
-    data = tmp_path / "rec" / "data"
-    assert "recorded" in capsys.readouterr().out and LoggedData.read(data).num_rows >= 1000
-
-    result = run(tmp_path, "cql", "offline=cql", f"offline.path={data}", *small, "stop.timesteps=5120")
-    assert result.status == "completed"
-    saved = (tmp_path / "cql" / "config.yaml").read_text()
-    assert "name: cql" in saved and str(data) in saved
-
-    result = run(tmp_path, "ope", "mode=evaluate", f"restore={tmp_path / 'cql'}", f"offline.path={data}",
-                 "offline.bootstrap=200")
-    assert result.status == "completed"
-    ope = json.loads((tmp_path / "ope" / "ope.json").read_text())
-    assert list(ope["estimates"]) == ["ips", "snips", "dm", "dr", "iips"]
-    for est in ope["estimates"].values():
-        assert est["ci95"][0] <= est["value"] <= est["ci95"][1]
-    assert ope["data"]["rows"] >= 1000 and np.isfinite(ope["simulated"]["value"])
-    # Every estimate has a verdict; the feasible range is the logged rewards' times the longest session.
-    logged = LoggedData.read(data)
-    horizon = np.bincount(logged.episode_id - logged.episode_id.min()).max()
-    assert ope["feasible_range"] == pytest.approx([min(0.0, logged.reward.min()) * horizon,
-                                                   max(0.0, logged.reward.max()) * horizon])
-    assert all(isinstance(e["reliable"], bool) and e["reason"] for e in ope["estimates"].values())
-    assert ope["recommended"] is None or ope["estimates"][ope["recommended"]]["reliable"]
-    assert "ope recommended:" in capsys.readouterr().out
-
-    # The offline checkpoint starts online SlateQ training (same module).
-    result = run(tmp_path, "online", f"restore={tmp_path / 'cql'}", "algo=slateq", "offline=none",
-                 "stop.timesteps=200", "algo.training.num_steps_sampled_before_learning_starts=100")
-    assert result.status == "completed"
-    assert json.loads((tmp_path / "online" / "run.json").read_text())["status"] == "completed"
+# The whole path through the Python API (record -> cql -> ope.json with verdicts -> the cql checkpoint
+# continued online) runs in examples/tutorial.ipynb, executed by tests/test_notebooks.py.
 
 
 def test_offline_algorithm_without_data_is_a_config_error(tmp_path):

@@ -62,21 +62,19 @@ def slug(text: str) -> str:
 
 # ---- plots -----------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """(figure, axes) drawn without pyplot: no global backend switch, so a notebook that calls the
+    report keeps showing its own plots."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display; must precede the pyplot import
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def _png(fig) -> bytes:
-    plt = _pyplot()
     buf = io.BytesIO()
     # No Software/date metadata: the same runs give byte-identical PNGs.
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -88,9 +86,10 @@ def plot_curves(section: EnvSection) -> bytes | None:
     """Training return vs env steps per algorithm: mean over seeds and its bootstrap 95% band."""
     if not section.curves:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    colors = plt.get_cmap("tab10" if len(section.curves) <= 10 else "tab20").colors
+    from matplotlib import colormaps
+
+    fig, ax = _figure((7.5, 4.5))
+    colors = colormaps["tab10" if len(section.curves) <= 10 else "tab20"].colors
     for i, (label, band) in enumerate(section.curves.items()):
         color = colors[i % len(colors)]
         name = f"{label} ({_seeds(int(band['n'].max()))})"
@@ -128,9 +127,8 @@ def plot_poi(section: EnvSection) -> bytes | None:
     labels, p = poi_matrix(section)
     if len(labels) < 2:
         return None
-    plt = _pyplot()
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(2.5 + 1.1 * n, 1.5 + 1.0 * n))
+    fig, ax = _figure((2.5 + 1.1 * n, 1.5 + 1.0 * n))
     im = ax.imshow(p, cmap="RdBu", vmin=0, vmax=1)
     for i, x in enumerate(labels):
         for j, y in enumerate(labels):

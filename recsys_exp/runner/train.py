@@ -121,12 +121,10 @@ def plot_learning_curve(run_dir: Path, rows: list[dict[str, float]], title: str,
     (``{timesteps, mean, ci95}``) the final greedy evaluation as a point with its 95% interval, and
     each of ``baselines`` (:func:`recsys_exp.runner.baselines.measure_baselines`) as a horizontal
     line with its interval as a band."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch (notebooks keep their plots)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     pts = [(r["timesteps"], r["episode_return_mean"]) for r in rows if r.get("episode_return_mean") not in (None, "")]
     if pts:
         ax.plot(*zip(*pts), marker="o", ms=3, label="training return (exploring)")
@@ -149,7 +147,6 @@ def plot_learning_curve(run_dir: Path, rows: list[dict[str, float]], title: str,
     fig.tight_layout()
     tmp = run_dir / ".learning_curve.tmp.png"
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, run_dir / "learning_curve.png")
 
 
