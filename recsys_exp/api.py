@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from recsys_exp.config.schema import CONF_DIR
 from recsys_exp.errors import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @contextlib.contextmanager

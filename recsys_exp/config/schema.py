@@ -9,10 +9,14 @@ still before Ray starts (see :mod:`recsys_exp.config.validate`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# The shipped config groups (conf/ at the top of the repository: an editable install reads them in place).
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass

@@ -56,8 +56,7 @@ def _composed_groups(algo: str) -> dict[str, Any]:
 
     hydra = GlobalHydra.instance()
     if not hydra.is_initialized():
-        from recsys_exp.api import CONF_DIR
-        from recsys_exp.config.schema import register_configs
+        from recsys_exp.config.schema import CONF_DIR, register_configs
 
         register_configs()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
