@@ -48,17 +48,19 @@ model fixed, so dm's interval leaves out the model's own error and is too narrow
 and ``cql`` train on the random log of each campaign with ``env=logged`` through the Python API
 (:func:`recsys_exp.run`): 20% of the rows (``offline.eval_fraction``) are held out, and each run
 ends with an off-policy evaluation of its greedy policy on them; ``summary.json``'s ``objective``
-(``offline.select_by``, snips by default, with its CI, ESS and number of held-out rows) is reported
-next to both logging policies' on-policy CTRs. A run that fails to configure (e.g. an algorithm
+(``offline.select_by``: by default ope.json's recommended estimate, the first reliable one, or the
+first of its order, flagged, when none is; with its estimator, CI, ESS and number of held-out rows)
+is reported next to both logging policies' on-policy CTRs. A run that fails to configure (e.g. an algorithm
 that cannot learn from logged rows in this version) is recorded with its one-line error.
 
 **Output.** A markdown table on stdout (progress on stderr) and, with ``--out``, a JSON file written
 atomically: ``{"settings": {...}, "campaigns": {"<campaign>": {"bts_from_random": {"<estimator>":
 {"value", "ci95", "ess", "rel_error", "rel_error_resampled", "std_err", "mc_std_err"}, ...},
 "random_from_bts": {...}, "on_policy": {"random": ctr, "bts": ctr}, "rows": {...}, "clicks": {...},
-"bts_target": {...}, "trained": {"<algo>": {"estimator", "value", "ci95", "ess", "n_episodes", "timesteps",
-"estimates": {"<estimator>": {"value", "ci95", "ess"}}, "seconds", "overrides"} or {"error", "overrides"}}}}}``
-(CTRs as fractions; the table shows percent).
+"bts_target": {...}, "trained": {"<algo>": {"estimator", "value", "ci95", "ess", "n_episodes", "reliable", "reason",
+"timesteps", "estimates": {"<estimator>": {"value", "ci95", "ess", "reliable", "reason"}}, "seconds", "overrides"}
+or {"error", "overrides"}}}}}`` (CTRs as fractions; the table shows percent, and ⚠ after an objective its
+verdict flags unreliable).
 """
 
 from __future__ import annotations
@@ -355,8 +357,10 @@ def train(algo: str, data_dir: Path, run_dir: Path, seed: int = 0, bootstrap: in
     ope_file = Path(result.run_dir) / "ope.json"
     held_out = json.loads(ope_file.read_text())["estimates"] if ope_file.is_file() else {}
     return {"estimator": obj.get("estimator"), "value": obj.get("value"), "ci95": obj.get("ci95"),
-            "ess": obj.get("ess"), "n_episodes": obj.get("n_episodes"), "timesteps": result.summary.get("timesteps"),
-            "estimates": {name: {"value": e["value"], "ci95": e["ci95"], "ess": e.get("ess")}
+            "ess": obj.get("ess"), "n_episodes": obj.get("n_episodes"), "reliable": obj.get("reliable"),
+            "reason": obj.get("reason"), "timesteps": result.summary.get("timesteps"),
+            "estimates": {name: {"value": e["value"], "ci95": e["ci95"], "ess": e.get("ess"),
+                                 "reliable": e.get("reliable"), "reason": e.get("reason")}
                           for name, e in held_out.items()},
             "seconds": time.perf_counter() - start, "overrides": overrides}
 
@@ -435,7 +439,8 @@ def _estimate_cells(e: dict[str, Any] | None) -> str:
 def _trained_cell(t: dict[str, Any]) -> str:
     if "error" in t:
         return f"not trained: {t['error']}"
-    return f"{_pct(t['value'])}{_ci(t['ci95'])} ({t['estimator']}, ESS {_ess(t['ess'])} of {t['n_episodes']})"
+    flag = " ⚠" if t.get("reliable") is False else ""
+    return f"{_pct(t['value'])}{_ci(t['ci95'])}{flag} ({t['estimator']}, ESS {_ess(t['ess'])} of {t['n_episodes']})"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -471,8 +476,10 @@ def markdown(results: dict[str, Any]) -> str:
                     continue
                 est = t.get("estimates", {})
                 dm, dr = est.get("dm", {}), est.get("dr", {})
+                flag = " ⚠" if t.get("reliable") is False else ""
                 lines.append(f"| {campaign} | {algo} | {t['timesteps']:,} rows | {_pct(t['value'])} ({t['estimator']})"
-                             f"{_ci(t['ci95'])} | {_ess(t['ess'])} / {t['n_episodes']:,} | {_pct(dm.get('value'))} | "
+                             f"{_ci(t['ci95'])}{flag} | {_ess(t['ess'])} / {t['n_episodes']:,} | "
+                             f"{_pct(dm.get('value'))} | "
                              f"{_pct(dr.get('value'))}{_ci(dr.get('ci95'))} |")
     return "\n".join(lines)
 
