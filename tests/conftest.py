@@ -26,8 +26,8 @@ def compose_config(*overrides: str) -> dict:
 # The costliest files, most expensive first (seconds of one worker, measured with
 # `pytest -p no:cacheprovider --durations=0` and summed per file): tune 195, runner 157, offline 91,
 # algorithms 89, serve 83, fidelity 79, plugin_example 65, logged_env 54. A scheduling hint only.
-COSTLIEST_FIRST = ("test_tune.py", "test_runner.py", "test_offline.py", "test_algorithms.py", "test_serve.py",
-                   "test_fidelity.py", "test_plugin_example.py", "test_logged_env.py")
+COSTLIEST_FIRST = ("test_tune.py", "test_runner.py", "test_notebooks.py", "test_offline.py", "test_algorithms.py",
+                   "test_serve.py", "test_fidelity.py", "test_plugin_example.py", "test_logged_env.py")
 
 
 def pytest_collection_modifyitems(config, items):
