@@ -324,7 +324,7 @@ def markdown(result: dict[str, Any]) -> str:
     for g in s["per_group"]:
         rec = ", ".join(f"{'none' if n == 'None' else n} {k}" for n, k in g["recommended"].items())
         lines.append(f"| {g['env']} {ENVS[g['env']]}-{SLATE_SIZE} | {g['gamma']} | {g['pair']} | "
-                     f"{g['truth']:.1f} ± {g['truth_half_width']:.1f} | {rec} | "
+                     f"{g['truth']:.4g} ± {g['truth_half_width']:.2g} | {rec} | "
                      f"{fmt(g['recommended_median_abs_rel_err'])} / {fmt(g['recommended_max_abs_rel_err'])} | "
                      f"{fmt_share(g['recommended_within_10pct'])} | {fmt_share(g['recommended_covers'])} | "
                      f"{fmt(g['dr_median_ess_share'], '.3f')} | {fmt(g['dr_median_abs_rel_err'])} |")
