@@ -19,12 +19,18 @@ and the bootstrap. The truth of each (env, target, gamma) is one simulation of `
 users with a seed no log uses; its own 95% interval is recorded next to the estimators' widths.
 A case counts as covered when the estimator's interval contains the truth's point estimate.
 
-The dm / dr family fits FQE on the exploring target's whole support (every ordered slate: 91 per row
-on 10-2, 2,451 on 50-2), tens of times the cost of a greedy target; ``on_policy`` therefore runs the
-importance-sampling estimators only, unless ``--on-policy-fqe``.
+Cost: FQE dominates (200 gradient steps per iteration, one iteration per step of horizon, up to
+log(0.01)/log(gamma) = 44 at gamma 0.9). Per greedy-target case, in CPU seconds: about 120 (gamma 1) and
+45 (0.9) on Interest Exploration, 60 and 40 on Long-Term Satisfaction, several times more on Interest
+Evolution (its item features are 20 x 20 wide) -- the full grid is some hours on 2 shared cores. For the
+exploring target of ``on_policy`` FQE evaluates the whole support at every next state (the greedy slate
+plus every ordered slate: 91 entries per row on 10-2, 2,451 on 50-2; about 28 CPU s per iteration on
+14,000 Interest Evolution rows instead of about 1), so that pair runs the importance-sampling estimators
+only, unless ``--on-policy-fqe``.
 
 Trained policies, logs, truths and finished cases are cached under ``--cache`` (a case is reused
-only if the OPE code it ran is unchanged), so a rerun or a larger grid only computes what is new.
+only if the OPE code it ran is unchanged, or with ``--reuse-stale``; every case records the hash of
+the OPE sources it ran with), so a rerun or a larger grid only computes what is new.
 The results (every case, summaries, the "Done when" checks of issue 16) go to ``--out`` after each
 case, atomically; a markdown summary is printed at the end.
 
@@ -44,6 +50,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +412,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--linucb-steps", type=int, help="LinUCB's training budget, env steps (default 20000)")
     parser.add_argument("--on-policy-fqe", action="store_true",
                         help="also run dm and the dr family on the on_policy pair (FQE over the whole support)")
+    parser.add_argument("--reuse-stale", action="store_true",
+                        help="reuse cached cases even if the OPE sources changed since (each case records its hash)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: interest_exploration, gamma 0.9, 3 pairs, seeds 0 1, 50 sessions, "
                              "tiny training budgets")
@@ -456,18 +465,22 @@ def main() -> None:
                f"{'+'.join(estimators)}_{args.slateq_steps}_{args.linucb_steps}")
         path = args.cache / env / "cases" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
         cached = json.loads(path.read_text()) if path.exists() else None
-        if cached and cached.get("code") == code["ope_sources_sha256"]:
-            case = cached["case"]
+        if cached and (cached.get("code") == code["ope_sources_sha256"] or args.reuse_stale):
+            case = {**cached["case"], "ope_sources_sha256": cached.get("code")}
         else:
             data_dir = record_log(args.cache, policies, env, logger, seed, args.sessions)
             true = truth(args.cache, policies, env, explore, gamma, args.truth_episodes)
             case = run_case(policies, env, gamma, pair, seed, data_dir, true, args.sessions, args.bootstrap, estimators)
+            case["ope_sources_sha256"] = code["ope_sources_sha256"]
             write_json(path, {"key": key, "code": code["ope_sources_sha256"], "case": case})
             log(f"[{i + 1}/{len(grid)}] {env} γ={gamma} {pair} seed {seed}: truth {case['truth']['value']:.2f}, "
                 f"recommended {case['recommended']}, {case['seconds']:.0f} s")
         cases.append(case)
         result = {"command": command, "finished": i + 1 == len(grid), "cases_done": i + 1, "cases_total": len(grid),
                   "wall_seconds": time.perf_counter() - started, "code": code,
+                  "cases_by_ope_sources": dict(Counter(c["ope_sources_sha256"] for c in cases)),
+                  "case_seconds_total": sum(c["seconds"] for c in cases),  # when they were computed (cached or not)
+                  "case_cpu_seconds_total": sum(c["cpu_seconds"] for c in cases),
                   "settings": {"envs": {e: f"{ENVS[e]}-{SLATE_SIZE}" for e in args.envs}, "gammas": args.gammas,
                                "pairs": {p: PAIRS[p] for p in args.pairs}, "seeds": args.seeds,
                                "sessions": args.sessions, "truth_episodes": args.truth_episodes,
