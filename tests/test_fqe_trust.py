@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, return_bounds, support_values
+from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
 from recsys_exp.offline.ope import OPEInputs, estimate
-from recsys_exp.offline.verdict import add_verdicts, judge, selected
+from recsys_exp.offline.verdict import add_verdicts, judge, return_bounds, selected
 
 SMALL = FQEConfig(hidden_sizes=(16, 16), iterations=8, min_updates_per_iteration=60, batch_size=128, lr=1e-2,
                   refits=0)
@@ -92,8 +92,8 @@ def test_bootstrap_refits_spread_like_the_sampling_error_of_a_mean():
                 np.ones(n, bool), np.zeros((n, 1, 1), np.int64), np.ones((n, 1)), 2, 1.0, config,
                 episodes=np.arange(n))
     grid = np.zeros((2, 1), np.float32)
-    main = q_values(q, grid, np.array([[0], [1]]))
-    refits = q_values(q, grid, np.array([[0], [1]]), refits=True)
+    main, refits = q_values(q, grid, np.array([[0], [1]]), refits=True)
+    np.testing.assert_array_equal(main, q_values(q, grid, np.array([[0], [1]])))
     assert refits.shape == (40, 2)
     for a in (0, 1):
         observed = rewards[items == a]

@@ -72,11 +72,11 @@ def ope_inputs(data, policy, space, explore: bool, gamma: float, estimators, fqe
         q = fit_fqe(obs, data.slate, data.reward, next_obs, done, next_support, next_probs,
                     data.num_candidates, gamma, config, layout=slate_layout(space), steps=data.step,
                     episodes=data.episode_id, next_logged_slates=next_logged)
-        inputs.q_logged = q_values(q, obs, data.slate, data.step)
-        inputs.v_target = support_values(q, obs, support, probs, data.step)
+        # the model and its refits come out of one forward pass over the ensemble
+        inputs.q_logged, q_refits = q_values(q, obs, data.slate, data.step, refits=True)
+        inputs.v_target, v_refits = support_values(q, obs, support, probs, data.step, refits=True)
         if config.refits:
-            inputs.q_logged_refits = q_values(q, obs, data.slate, data.step, refits=True)
-            inputs.v_target_refits = support_values(q, obs, support, probs, data.step, refits=True)
+            inputs.q_logged_refits, inputs.v_target_refits = q_refits, v_refits
         info["fqe"] = {"max_iterations": iterations, "hidden_sizes": list(config.hidden_sizes), **q.diagnostics,
                        "seconds": time.perf_counter() - start}
     return inputs, info

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from recsys_exp.offline.ope import OPEError
+from recsys_exp.offline.verdict import return_bounds
 
 _CHUNK_CELLS = 65536  # (row, support slate, member) triples per forward pass: bounds memory
 
@@ -178,22 +179,6 @@ class FittedQ:
         return as_rows(low), as_rows(high)
 
 
-def return_bounds(reward_low: float, reward_high: float, gamma: float,
-                  remaining: np.ndarray | int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The range of (γ-discounted) returns of ``remaining`` steps with per-step rewards in
-    ``[reward_low, reward_high]``: ``[min(0, r_low)·G, max(0, r_high)·G]``, ``G = Σ_{j<h} γ^j``
-    (``h`` steps; ``remaining=None``: infinitely many, ``G = 1/(1-γ)``, unbounded at γ = 1)."""
-    if remaining is None:
-        total = np.inf if gamma >= 1.0 else 1.0 / (1.0 - gamma)
-    else:
-        h = np.maximum(np.asarray(remaining, np.float64), 0.0)
-        total = h if gamma == 1.0 else (1.0 - gamma ** h) / (1.0 - gamma)
-    with np.errstate(invalid="ignore"):  # 0 * inf -> 0: a zero reward bound stays 0
-        low = np.nan_to_num(min(0.0, reward_low) * np.asarray(total), nan=0.0, neginf=-np.inf)
-        high = np.nan_to_num(max(0.0, reward_high) * np.asarray(total), nan=0.0, posinf=np.inf)
-    return low, high
-
-
 def fit_fqe(obs: np.ndarray, slates: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, dones: np.ndarray,
             next_support: np.ndarray, next_support_prob: np.ndarray, num_candidates: int, gamma: float,
             config: FQEConfig | None = None, layout: dict | None = None, steps: np.ndarray | None = None,
@@ -319,21 +304,22 @@ def _behaviour_check(fitted: FittedQ, x: torch.Tensor, data: dict, steps: np.nda
 
 
 def support_values(q: FittedQ, obs: np.ndarray, support: np.ndarray, support_prob: np.ndarray,
-                   steps: np.ndarray | None = None, refits: bool = False) -> np.ndarray:
+                   steps: np.ndarray | None = None, refits: bool = False):
     """``sum_m p_m Q(s, A_m)`` per row, clipped to the row's value bounds: ``V^pi(s)`` when the
-    support is pi's slates at s. (n,) float64 of member 0; ``refits``: (R, n) of the bootstrap
-    refit members. ``steps`` (n,): the rows' session steps (time-aware fits)."""
+    support is pi's slates at s. (n,) float64 of member 0; with ``refits``, ``(main (n,), refits
+    (R, n))`` from the same forward pass. ``steps`` (n,): the rows' session steps (time-aware fits)."""
     x = q.inputs(obs, steps)
     support_t = torch.from_numpy(np.array(support, np.int64))  # a copy: broadcast views are read-only
     prob_t = torch.as_tensor(np.asarray(support_prob, np.float32))
     low, high = q.bounds(steps, len(x))
     values = _clip(_support_values(q.module, x, support_t, prob_t), low, high).numpy().astype(np.float64)
-    return values[1:1 + q.refits] if refits else values[0]
+    return (values[0], values[1:1 + q.refits]) if refits else values[0]
 
 
 def q_values(q: FittedQ, obs: np.ndarray, slates: np.ndarray, steps: np.ndarray | None = None,
-             refits: bool = False) -> np.ndarray:
-    """``Q(s, A)`` per row, clipped to the row's value bounds; (n,) of member 0, ``refits``: (R, n)."""
+             refits: bool = False):
+    """``Q(s, A)`` per row, clipped to the row's value bounds; (n,) of member 0, with ``refits``
+    ``(main (n,), refits (R, n))`` as :func:`support_values`."""
     slates = np.asarray(slates, np.int64)
     return support_values(q, obs, slates[:, None, :], np.ones((len(slates), 1)), steps, refits)
 

@@ -55,6 +55,23 @@ def ess_floor(n_sessions: int) -> float:
     return max(ESS_MIN, ESS_MIN_SHARE * n_sessions)
 
 
+def return_bounds(reward_low: float, reward_high: float, gamma: float,
+                  remaining: np.ndarray | int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The range of (γ-discounted) returns of ``remaining`` steps with per-step rewards in
+    ``[reward_low, reward_high]``: ``[min(0, r_low)·G, max(0, r_high)·G]``, ``G = Σ_{j<h} γ^j``
+    (``h`` steps; ``remaining=None``: infinitely many, ``G = 1/(1-γ)``, unbounded at γ = 1).
+    The feasible range below, and the bounds :mod:`recsys_exp.offline.fqe` clips its values to."""
+    if remaining is None:
+        total = np.inf if gamma >= 1.0 else 1.0 / (1.0 - gamma)
+    else:
+        h = np.maximum(np.asarray(remaining, np.float64), 0.0)
+        total = h if gamma == 1.0 else (1.0 - gamma ** h) / (1.0 - gamma)
+    with np.errstate(invalid="ignore"):  # 0 * inf -> 0: a zero reward bound stays 0
+        low = np.nan_to_num(min(0.0, reward_low) * np.asarray(total), nan=0.0, neginf=-np.inf)
+        high = np.nan_to_num(max(0.0, reward_high) * np.asarray(total), nan=0.0, posinf=np.inf)
+    return low, high
+
+
 def feasible_range(reward: np.ndarray, episode: np.ndarray, gamma: float) -> tuple[float, float]:
     """``(low, high)``: the range of (γ-discounted) session returns that per-step rewards in the
     logged range and sessions no longer than the longest logged one allow (module docstring).
@@ -62,8 +79,8 @@ def feasible_range(reward: np.ndarray, episode: np.ndarray, gamma: float) -> tup
     if len(reward) == 0:
         return 0.0, 0.0
     horizon = int(np.unique(episode, return_counts=True)[1].max())
-    discount_sum = float(horizon) if gamma == 1.0 else (1.0 - gamma ** horizon) / (1.0 - gamma)
-    return min(0.0, float(np.min(reward))) * discount_sum, max(0.0, float(np.max(reward))) * discount_sum
+    low, high = return_bounds(float(np.min(reward)), float(np.max(reward)), gamma, horizon)
+    return float(low), float(high)
 
 
 def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str = "",
