@@ -226,13 +226,15 @@ def fit_fqe(obs: np.ndarray, slates: np.ndarray, rewards: np.ndarray, next_obs: 
     next_low, next_high = fitted.bounds(None if steps is None else steps + 1, n)
 
     rng = np.random.default_rng(config.seed)
-    held_out = _held_out_rows(n, episodes, config.validation_fraction, rng)
+    # each row's session index 0..S-1 (each row its own "session" without episodes): the unit of the
+    # held-out split and of the bootstrap weights
+    groups = np.arange(n) if episodes is None else np.unique(episodes, return_inverse=True)[1]
+    held_out = _held_out_rows(groups, config.validation_fraction, rng)
     train = torch.as_tensor(np.flatnonzero(~held_out))
     val = torch.as_tensor(np.flatnonzero(held_out))
     members = 1 + config.refits + int(behaviour)
     weights = torch.ones(members, n)
     if config.refits:  # online bootstrap: every session of a refit member counts Poisson(1) times
-        groups = np.arange(n) if episodes is None else np.unique(episodes, return_inverse=True)[1]
         counts = rng.poisson(1.0, size=(config.refits, int(groups.max()) + 1))
         weights[1:1 + config.refits] = torch.as_tensor(counts[:, groups], dtype=torch.float32)
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
@@ -337,14 +339,13 @@ def _clip(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.
     return torch.minimum(torch.maximum(values, low), high)
 
 
-def _held_out_rows(n: int, episodes: np.ndarray | None, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """(n,) bool: about ``fraction`` of the sessions (of the rows without ``episodes``); none when
-    fewer than 10 sessions would be held out or fewer than 10 remain to train on."""
-    groups = np.arange(n) if episodes is None else np.unique(np.asarray(episodes), return_inverse=True)[1]
-    count = int(groups.max()) + 1 if n else 0
+def _held_out_rows(groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """(n,) bool: about ``fraction`` of the sessions, given each row's session index ``groups`` (n,);
+    none when fewer than 10 sessions would be held out or fewer than 10 remain to train on."""
+    count = int(groups.max()) + 1 if len(groups) else 0
     chosen = int(round(fraction * count))
     if chosen < 10 or count - chosen < 10:
-        return np.zeros(n, dtype=bool)
+        return np.zeros(len(groups), dtype=bool)
     picked = np.zeros(count, dtype=bool)
     picked[rng.permutation(count)[:chosen]] = True
     return picked[groups]
