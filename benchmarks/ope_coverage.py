@@ -193,13 +193,14 @@ def run_case(policies: dict[str, Path], env: str, gamma: float, pair: str, seed:
             "rel_err": (e["value"] - t) / abs(t), "ci_half_width": (high - low) / 2,
             "reliable": bool(e["reliable"]), "reason": e["reason"], "ess": ess,
             "ess_share": None if ess is None else ess / e["n_episodes"], "mean_weight": e.get("mean_weight"),
-            **{k: e[k] for k in ("lambda", "tau", "switched_share", "model_refits") if k in e}}
+            **{k: e[k] for k in ("lambda", "tau", "switched_share", "model_refits", "model_bias") if k in e}}
     return {"env": env, "num_candidates": ENVS[env], "slate_size": SLATE_SIZE, "gamma": gamma, "pair": pair,
             "logger": PAIRS[pair][0], "target": "slateq " + ("explore (epsilon 0.3)" if explore else "greedy"),
             "seed": seed, "sessions": ope["data"]["episodes"], "rows": ope["data"]["rows"],
             "longest_session": int(np.unique(data.episode_id, return_counts=True)[1].max()),
             "truth": {k: true[k] for k in ("value", "ci95", "half_width", "episodes", "seed")},
-            "feasible_range": ope["feasible_range"], "recommended": ope["recommended"], "estimates": rows,
+            "feasible_range": ope["feasible_range"], "support": ope.get("support"), "recommended": ope["recommended"],
+            "estimates": rows,
             "fqe": ope.get("fqe"), "seconds": seconds, "cpu_seconds": cpu}
 
 

@@ -47,23 +47,38 @@ def test_time_aware_fqe_recovers_a_horizon_the_observation_hides():
     grid_steps = np.arange(4)
     fitted = q_values(q, np.ones((4, 1), np.float32), np.zeros((4, 1), np.int64), grid_steps)
     np.testing.assert_allclose(fitted, 4 - grid_steps, atol=0.15)
-    # Exact rewards of 1 make the feasible value at step t exactly 4 - t: nothing may exceed it.
-    assert (fitted <= 4 - grid_steps + 1e-6).all()
     assert q.diagnostics["held_out_rows"] == 12 * 4  # 10% of the sessions, whole
     assert q.diagnostics["fit_r2"] > 0.9 and abs(q.diagnostics["bellman_residual"]["mean"]) < 0.1
+    assert q.diagnostics["discounted_length"] == 4.0  # gamma = 1: every session holds 4 decisions
 
 
-def test_outputs_stay_inside_the_bounds_where_the_target_goes_unlogged():
-    # Rewards are exactly 1, so the value at step t is at most 5 - t, and the fit's targets sit on
-    # that bound: an unclipped network overshoots it at about half of its outputs.
-    data, steps, episodes = aliased_sessions(40, 5, np.random.default_rng(1))
-    data["slates"] = np.ones_like(data["slates"])  # only item 1 is logged; the target shows item 0
-    q = fit_fqe(**data, config=SMALL, steps=steps, episodes=episodes)
-    for item in (0, 1):
-        values = q_values(q, data["obs"], np.full((len(steps), 1), item), steps)
-        assert (values <= 5 - steps + 1e-5).all() and (values >= -1e-6).all()
-    v = support_values(q, data["obs"], data["next_support"], data["next_support_prob"], steps)
-    assert (v <= 5 - steps + 1e-5).all()
+def test_bias_bound_of_a_truncated_fit_is_its_true_bias():
+    # Two FQE iterations on 5-step sessions with reward 1 per step: Q(t) = min(2, 5 - t) (the
+    # targets of iteration 2 are r + min(1, 4 - t)), so V(s_0) = 2 against the true 5: bias -3.
+    # Held-out Bellman residuals Q(t) - 1 - V(t+1) are -1, -1, -1, 0, 0 at t = 0..4: mean -0.6,
+    # times G = 5 decisions per session gives a bound of exactly 3.
+    data, steps, episodes = aliased_sessions(200, 5, np.random.default_rng(3))
+    q = fit_fqe(**data, config=replace(SMALL, iterations=2, min_updates_per_iteration=300), steps=steps,
+                episodes=episodes)
+    first = steps == 0
+    v0 = support_values(q, data["obs"][first], np.zeros((first.sum(), 1, 1), np.int64), np.ones((first.sum(), 1)),
+                        steps[first])
+    np.testing.assert_allclose(v0, 2.0, atol=0.1)
+    assert q.diagnostics["discounted_length"] == 5.0
+    assert q.diagnostics["bias_bound"] == pytest.approx(3.0, abs=0.15)
+    # dm's interval widened by the bound covers the true value 5; the resampling interval alone does not
+    inputs = OPEInputs(episode=episodes, reward=data["rewards"], behaviour_prob=np.full(len(steps), 0.5),
+                       target_prob=(data["slates"][:, 0] == 0).astype(float),
+                       q_logged=q_values(q, data["obs"], data["slates"], steps),
+                       v_target=support_values(q, data["obs"], np.zeros((len(steps), 1, 1), np.int64),
+                                               np.ones((len(steps), 1)), steps))
+    plain = estimate(inputs, ["dm"], n_bootstrap=200)["dm"]
+    widened = estimate(inputs, ["dm"], n_bootstrap=200, model_bias=q.diagnostics["bias_bound"])["dm"]
+    assert not plain["ci95"][0] <= 5.0 <= plain["ci95"][1]
+    assert widened["ci95"][0] <= 5.0 <= widened["ci95"][1]
+    np.testing.assert_allclose(np.subtract(widened["ci95"], plain["ci95"]), [-widened["model_bias"],
+                                                                            widened["model_bias"]])
+    assert "model_bias" not in estimate(inputs, ["dm", "ips"], n_bootstrap=50, model_bias=1.0)["ips"]
 
 
 def test_behaviour_check_compares_the_logging_policys_model_value_with_its_logged_returns():
@@ -154,8 +169,9 @@ def entry(value, ci, **extra):
 def test_model_checks_flag_estimates_that_lean_on_a_bad_model():
     feasible = (0.0, 100.0)
     dm = entry(50.0, (49.0, 51.0), model_refits=4)
-    bad_fit = {"fit_r2": 0.2}
-    assert "explains 20%" in judge(dm, feasible, "dm", bad_fit)[1] and not judge(dm, feasible, "dm", bad_fit)[0]
+    bad_fit = {"fit_r2": -0.2}  # worse than predicting the held-out targets' mean
+    assert "explains -20%" in judge(dm, feasible, "dm", bad_fit)[1] and not judge(dm, feasible, "dm", bad_fit)[0]
+    assert judge(dm, feasible, "dm", {"fit_r2": 0.2})[0]  # a poor fit of noisy one-step targets is not flagged
     # The behaviour member misses the logged return 40 [39, 41] by +5: more than 1 + 1 allows
     off = {"fit_r2": 0.9, "behaviour_check": {"model": 45.0, "logged": 40.0, "logged_ci95": [39.0, 41.0],
                                               "gap": 5.0, "sessions": 500}}
@@ -167,9 +183,27 @@ def test_model_checks_flag_estimates_that_lean_on_a_bad_model():
     # dr with healthy weights does not lean on the model; dros always does
     dr = entry(50.0, (48.0, 52.0), ess=300.0, mean_weight=[1.0, 0.9, 1.1])
     assert judge(dr, feasible, "dr", off)[0] and not judge(dr, feasible, "dros", off)[0]
-    # sndr leans on it only when its weights fail the mean-weight check
-    thin = {**dr, "mean_weight": [0.3, 0.2, 0.4]}
-    assert judge(dr, feasible, "sndr", off)[0] and not judge(thin, feasible, "sndr", off)[0]
+    # Degenerate weights: dr and sndr are flagged by their ESS; dros and switch_dr, which shrink or switch
+    # such weights off, lean on the model and are judged by its checks instead
+    few = {**dr, "ess": 2.0}
+    for name in ("dr", "sndr"):
+        reliable, reason = judge(few, feasible, name, close)
+        assert not reliable and reason.startswith("ESS 2.0 of 500")
+    for name in ("dros", "switch_dr"):
+        assert judge(few, feasible, name, close)[0] and not judge(few, feasible, name, off)[0]
+
+
+def test_support_flag_and_the_mean_weight_tolerance():
+    feasible = (0.0, 100.0)
+    ips = entry(50.0, (45.0, 55.0), ess=400.0, mean_weight=[1.000005, 1.000004, 1.000006])  # on-policy rounding
+    assert judge(ips, feasible, "ips")[0]
+    assert judge({**ips, "mean_weight": [0.99, 0.97, 1.01]}, feasible, "ips")[0]  # within 0.02 of 1
+    assert not judge({**ips, "mean_weight": [0.95, 0.94, 0.96]}, feasible, "ips")[0]
+    # The target puts 10% [5%, 20%] of its probability where the logger acts: every estimator is flagged
+    for name in ("ips", "snips", "dm", "dr"):
+        reliable, reason = judge(ips, feasible, name, None, [0.1, 0.05, 0.2])
+        assert not reliable and "10% [5%, 20%] of its probability" in reason
+        assert judge(ips, feasible, name, None, [0.45, 0.3, 0.6])[0]  # the interval reaches 50%
 
 
 def test_recommended_skips_flagged_estimates_and_selected_falls_back_in_preference_order():

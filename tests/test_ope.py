@@ -16,7 +16,15 @@ import pytest
 import torch
 
 from recsys_exp.offline.fqe import FQEConfig, fit_fqe, q_values, support_values
-from recsys_exp.offline.ope import ALL_ESTIMATORS, ESTIMATORS, OPEError, OPEInputs, check_propensities, estimate
+from recsys_exp.offline.ope import (
+    ALL_ESTIMATORS,
+    ESTIMATORS,
+    OPEError,
+    OPEInputs,
+    check_propensities,
+    decision_support,
+    estimate,
+)
 
 N_ITEMS, SLATE_SIZE = 3, 2
 SLATES = np.array(list(itertools.permutations(range(N_ITEMS), SLATE_SIZE)))  # (6, 2)
@@ -138,6 +146,21 @@ def test_hand_built_episodes_per_decision_weights():
     assert result["dr"]["value"] == pytest.approx((ep0 + ep1) / 2)
     assert result["ips"]["ess"] == pytest.approx((1 + 0.5) ** 2 / (1 + 0.25))
     assert result["ips"]["n_episodes"] == 2 and result["ips"]["n_rows"] == 3
+
+
+def test_decision_support_by_hand():
+    """The mean per-decision weight: per session the mean of rho_t, then the mean over sessions with
+    its Student-t interval; None when a propensity is missing."""
+    from scipy import stats
+
+    inputs = OPEInputs(episode=np.array([0, 0, 1, 2, 2, 2]), reward=np.zeros(6),
+                       behaviour_prob=np.array([0.5, 0.5, 0.5, 1.0, 1.0, 0.25]),
+                       target_prob=np.array([1.0, 0.0, 0.25, 1.0, 0.0, 0.0]))
+    per_session = np.array([(2 + 0) / 2, 0.5, (1 + 0 + 0) / 3])
+    half = stats.t.ppf(0.975, 2) * per_session.std(ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose(decision_support(inputs), [per_session.mean(), per_session.mean() - half,
+                                                          per_session.mean() + half])
+    assert decision_support(replace(inputs, behaviour_prob=np.r_[np.nan, inputs.behaviour_prob[1:]])) is None
 
 
 def test_hand_built_bandit_new_estimators_match_obp():
@@ -301,7 +324,10 @@ def test_prefix_probabilities():
     (slot 0's marginal and the slate's propensity; unknown in between)."""
     from types import SimpleNamespace
 
-    from recsys_exp.offline.evaluation import behaviour_prefix_probability, prefix_probability
+    from recsys_exp.offline.evaluation import (
+        behaviour_prefix_probability,
+        prefix_probability,
+    )
 
     support = np.array([[[0, 1], [0, 2], [1, 0]]] * 3)
     probs = np.array([[0.5, 0.3, 0.2]] * 3)

@@ -191,7 +191,7 @@ def policy_estimates(c: dict[str, Any], policy, data, held_out: bool = False,
     ``held_out`` and ``checkpoint`` are recorded as given."""
     from recsys_exp.envs.spec import env_spec
     from recsys_exp.offline.dataset import DataError
-    from recsys_exp.offline.ope import OPEError, estimate
+    from recsys_exp.offline.ope import OPEError, decision_support, estimate
     from recsys_exp.offline.verdict import add_verdicts, feasible_range
 
     off, spec = c["offline"], env_spec(c)
@@ -201,15 +201,17 @@ def policy_estimates(c: dict[str, Any], policy, data, held_out: bool = False,
         inputs, info = ope_inputs(data, policy, spec.observation_space, explore, off["gamma"], off["estimators"],
                                   off["fqe_iterations"], c["seed"], off["fqe_refits"])
         estimates = estimate(inputs, off["estimators"], n_bootstrap=off["bootstrap"], seed=c["seed"],
-                             clip=off["clip"], dros_lambda=off["dros_lambda"], switch_tau=off["switch_tau"])
+                             clip=off["clip"], dros_lambda=off["dros_lambda"], switch_tau=off["switch_tau"],
+                             model_bias=info.get("fqe", {}).get("bias_bound"))
+        support = decision_support(inputs)
     except (OPEError, DataError) as e:
         raise ConfigError(f"offline.path={off['path']}: {e}") from None
     # A verdict next to every number (recsys_exp.offline.verdict): reliable or not, why, which to read.
     feasible = feasible_range(data.reward, data.episode_id, off["gamma"])
-    recommended = add_verdicts(estimates, feasible, info.get("fqe"))
+    recommended = add_verdicts(estimates, feasible, info.get("fqe"), support)
     truth = None if spec.is_logged else simulated_value(c, policy, explore, off["gamma"], c["eval"]["episodes"],
                                                         eval_seed(c["seed"]))
-    return {"estimates": estimates, "recommended": recommended, "feasible_range": list(feasible),
+    return {"estimates": estimates, "recommended": recommended, "feasible_range": list(feasible), "support": support,
             **({"simulated": truth} if truth else {}), "target": off["target"],
             "gamma": off["gamma"], "clip": off["clip"],
             "checkpoint": None if checkpoint is None else str(checkpoint),

@@ -100,6 +100,8 @@ ESTIMATORS = ("ips", "snips", "dm", "dr", "iips")
 ALL_ESTIMATORS = (*ESTIMATORS, "sndr", "dros", "switch_dr", "rips")
 IS_ESTIMATORS = ("ips", "snips", "dr", "iips", "sndr", "dros", "switch_dr", "rips")
 MODEL_ESTIMATORS = ("dm", "dr", "sndr", "dros", "switch_dr")  # read q_logged / v_target
+# lean on the model where the weights do not correct it (dros and switch_dr shrink or switch weights off)
+MODEL_LEANING = ("dm", "dros", "switch_dr")
 
 _DR = ("reward", "behaviour_prob", "target_prob", "q_logged", "v_target")
 # The input fields each estimator reads (besides ``episode``).
@@ -226,7 +228,8 @@ def check_propensities(inputs: OPEInputs, estimators: Sequence[str]) -> None:
 
 def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootstrap: int = 1000,
              seed: int = 0, confidence: float = 0.95, clip: float | None = None,
-             dros_lambda: float | None = None, switch_tau: float | None = None) -> dict[str, dict]:
+             dros_lambda: float | None = None, switch_tau: float | None = None,
+             model_bias: float | None = None) -> dict[str, dict]:
     """Estimate ``V(pi)`` with each of ``estimators``, with bootstrap confidence intervals.
 
     Returns ``{name: {"value", "ci95": [low, high], "std_err", "n_episodes", "n_rows"}}`` in the
@@ -245,6 +248,12 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
     resample of episodes, so the interval holds the model's variation too, not only the spread of
     one fixed model's predictions. Their entries record ``"model_refits"`` (R, or 0).
 
+    Model bias: ``model_bias`` (>= 0, value units; e.g. FQE's ``bias_bound``, the held-out Bellman
+    residual accumulated over a session) widens both ends of the intervals of the estimators that
+    lean on the model where the weights do not correct it (``MODEL_LEANING``: dm, dros, switch_dr),
+    which record it as ``"model_bias"``: resampling and refits measure the model's variance, not
+    its bias.
+
     ``clip`` (> 0; None = none) caps the importance weights of ips, snips, dr, sndr, iips and rips,
     whose entries record it as ``"clip"``. ``dros_lambda`` (>= 0) and ``switch_tau`` (>= 0) fix
     dros's shrinkage and switch_dr's threshold; None tunes them (module docstring). dros's entry
@@ -256,6 +265,7 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
         raise OPEError(f"n_bootstrap must be an integer >= 0, got {n_bootstrap!r}")
     if not 0.0 < confidence < 1.0:
         raise OPEError(f"confidence must be in (0, 1), got {confidence!r}")
+    model_bias = _check_setting("model_bias", model_bias, zero_ok=True)
     settings = _Settings(clip=_check_setting("clip", clip, zero_ok=False),
                          dros_lambda=_check_setting("dros_lambda", dros_lambda, zero_ok=True),
                          switch_tau=_check_setting("switch_tau", switch_tau, zero_ok=True))
@@ -276,7 +286,10 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
     for name in names:
         term = terms[name]
         reps = replicates[name]
-        ci = np.quantile(reps, [alpha / 2, 1 - alpha / 2]) if n_bootstrap else [np.nan, np.nan]
+        ci = np.quantile(reps, [alpha / 2, 1 - alpha / 2]) if n_bootstrap else np.array([np.nan, np.nan])
+        widen = model_bias if model_bias is not None and name in MODEL_LEANING else None
+        if widen is not None:
+            ci = ci + np.array([-widen, widen])
         entry = {
             # with model refits, the bagged value: the mean over the main model and its refits
             "value": float(np.mean([_ratio_value(num.sum(0), den.sum(0)) for num, den in variants[name]])),
@@ -290,8 +303,32 @@ def estimate(inputs: OPEInputs, estimators: Sequence[str] = ESTIMATORS, n_bootst
             entry["mean_weight"] = _mean_with_ci(term.ess_weights)
         if name in MODEL_ESTIMATORS:
             entry["model_refits"] = len(variants[name]) - 1
+        if widen is not None:
+            entry["model_bias"] = widen
         results[name] = {**entry, **term.info}
     return results
+
+
+def decision_support(inputs: OPEInputs) -> list[float] | None:
+    """``[mean, low, high]``: how much of the target's probability falls on slates the logging
+    policy could show, from the per-decision weights ``rho_t = pi(A_t|s_t) / mu(A_t|s_t)``.
+
+    Under the logging policy ``E[rho_t | s_t] = sum_{A: mu(A|s_t) > 0} pi(A|s_t)``: 1 when the target
+    only shows what the logger could, the share inside the logger's support otherwise (e.g. the
+    share of decisions where a deterministic logger and a deterministic target agree). Each session
+    contributes the mean of its rows' rho_t; the value is the mean over sessions with its Student-t
+    95% interval (:func:`recsys_exp.stats.mean_ci95`). None when some row has no behaviour propensity.
+    """
+    from recsys_exp.stats import mean_ci95
+
+    inputs = _as_arrays(inputs)
+    layout = _layout(inputs.episode)
+    mu = inputs.behaviour_prob
+    if not (np.isfinite(mu).all() and (mu > 0).all()):
+        return None
+    per_session = layout.episode_sum(inputs.target_prob / mu)[:, 0] / layout.lengths
+    mean, _, _, ci = mean_ci95(per_session)
+    return [mean, ci[0], ci[1]]
 
 
 # --------------------------------------------------------------------------- validation

@@ -12,21 +12,29 @@ the checks used. An estimate is unreliable when
   a (γ-discounted) session return lies in ``[min(0, r_min)·G, max(0, r_max)·G]``,
   ``G = Σ_{t<H} γ^t``. (An estimate outside it is wrong whatever its interval says; one inside
   it can still be wrong.)
+* the target acts where the logs are silent: the mean per-decision weight ``pi(A_t|s_t) / mu(A_t|s_t)``
+  (:func:`recsys_exp.offline.ope.decision_support`; its expectation is the share of the target's
+  probability on slates the logging policy could show) has its 95% interval below
+  :data:`SUPPORT_MIN`. Importance weights then collapse and the Q model extrapolates to slates it
+  never saw rewarded, so no estimator has data behind it (every estimate gets this flag);
 * it weights sessions and its effective sample size (Kish, (Σw)²/Σw²) is below
   ``max(ESS_MIN, ESS_MIN_SHARE · sessions)``: a handful of sessions then decide the estimate and
-  its bootstrap interval;
-* it is an unnormalised importance-weighted estimate (ips, iips, rips, dr) and the mean of the
-  sessions' final weights is not 1 within its 95% interval. Under the behaviour policy that mean
-  is exactly 1 in expectation; far below 1, the logs hold too few of the sessions the target
-  would produce (often the long ones: a deterministic target matches a whole long session
-  rarely) and the estimate is biased low however tight its interval;
-* it leans on the fitted Q model (dm; dros and switch_dr, which shrink or switch weights towards
-  it; sndr when its weights fail the check above) and the model fails a check of
+  its bootstrap interval. (Not for dros and switch_dr, which shrink or switch off large weights and
+  lean on the model instead: they get the model checks below.)
+* it is an unnormalised importance-weighted estimate (ips, iips, rips, dr) and the 95% interval of
+  the mean of the sessions' final weights stays more than :data:`MEAN_WEIGHT_TOL` away from 1.
+  Under the behaviour policy that mean is exactly 1 in expectation; far below 1, the logs hold too
+  few of the sessions the target would produce (often the long ones: a deterministic target
+  matches a whole long session rarely) and the estimate is biased low however tight its
+  interval. (The tolerance absorbs float rounding of on-policy weights and a bias of a few
+  percent at most.)
+* it leans on the fitted Q model (dm, dros, switch_dr) and the model fails a check of
   :mod:`recsys_exp.offline.fqe`'s diagnostics: its held-out fit explains less than
-  :data:`R2_MIN` of the targets' variance, or the same model class, fitted
-  for the logging policy on the same sessions (the behaviour check), misses the logged mean
-  return by more than the two intervals' half-widths together: a model that is wrong where the
-  truth is known is not trusted where it is not.
+  :data:`R2_MIN` of the targets' variance (it predicts worse than their mean), or the same model
+  class, fitted for the logging policy on the same sessions (the behaviour check), misses the
+  logged mean return by more than the two intervals' half-widths together: a model that is wrong
+  where the truth is known is not trusted where it is not. Their intervals already carry the
+  model's bias bound (FQE's ``bias_bound``, see :func:`recsys_exp.offline.ope.estimate`).
 
 The recommended estimate is the first reliable one in :data:`PREFERENCE`: the doubly robust family
 first (unbiased when the behaviour propensities are right, lower variance than plain importance
@@ -41,12 +49,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from recsys_exp.offline.ope import MODEL_LEANING
+
 ESS_MIN = 10.0  # effective sessions below which an importance-weighted estimate is not trusted
 ESS_MIN_SHARE = 0.01  # ... or below this share of the sessions (degenerate weights)
 PREFERENCE = ("dr", "sndr", "dros", "switch_dr", "snips", "ips", "iips", "rips", "dm")
 UNNORMALISED = ("ips", "iips", "rips", "dr")  # their expected mean final weight is 1
-LEANS_ON_MODEL = ("dm", "dros", "switch_dr")  # (and sndr when its weights fail the mean-weight check)
-R2_MIN = 0.5  # held-out fit of the Q model below which model-based estimates are not trusted
+R2_MIN = 0.0  # held-out R² of the Q model below which (worse than predicting the mean) it is not trusted
+MEAN_WEIGHT_TOL = 0.02  # how far from 1 the mean final weight's interval may stay
+SUPPORT_MIN = 0.5  # share of the target's probability on the logger's slates below which nothing is trusted
 
 
 def ess_floor(n_sessions: int) -> float:
@@ -84,10 +95,12 @@ def feasible_range(reward: np.ndarray, episode: np.ndarray, gamma: float) -> tup
 
 
 def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str = "",
-          fqe: Mapping[str, Any] | None = None) -> tuple[bool, str]:
+          fqe: Mapping[str, Any] | None = None, support: list[float] | None = None) -> tuple[bool, str]:
     """``(reliable, reason)`` of one estimate ``name`` (an entry of :func:`recsys_exp.offline.ope.estimate`:
     ``value``, ``ci95``, ``n_episodes`` and, for weighted estimators, ``ess`` and ``mean_weight``),
-    with the FQE diagnostics ``fqe`` (``fit_r2``, ``behaviour_check``) for model-based ones."""
+    with the FQE diagnostics ``fqe`` (``fit_r2``, ``behaviour_check``) for model-based ones and the
+    target's ``support`` ``[mean, low, high]`` (:func:`recsys_exp.offline.ope.decision_support`; None:
+    unknown, not checked)."""
     value, (low_ci, high_ci) = estimate["value"], estimate["ci95"]
     n, ess = estimate["n_episodes"], estimate.get("ess")
     low, high = feasible
@@ -102,10 +115,15 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str 
     if value < low - slack or value > high + slack:
         return False, (f"{value:.4g} is outside the feasible range [{low:.4g}, {high:.4g}] of session returns "
                        f"(logged per-step rewards, the longest logged session)")
+    if support is not None and math.isfinite(support[2]) and support[2] < SUPPORT_MIN:
+        return False, (f"the target puts {support[0]:.0%} [{support[1]:.0%}, {support[2]:.0%}] of its probability on "
+                       f"slates the logging policy could show (mean per-decision weight; < {SUPPORT_MIN:.0%}): the "
+                       f"logs rarely hold what it would do, so weights collapse and the Q model extrapolates")
     notes = []
+    leans_on_model = name in MODEL_LEANING
     if ess is not None:
         floor = ess_floor(n)
-        if not ess >= floor:
+        if not ess >= floor and not leans_on_model:
             return False, (f"ESS {ess:.1f} of {n} sessions is below {floor:.4g} (max({ESS_MIN:g}, "
                            f"{ESS_MIN_SHARE:.0%} of the sessions)): a few sessions decide the estimate and its CI")
         notes.append(f"ESS {ess:.1f} of {n} sessions")
@@ -115,7 +133,7 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str 
     if name in UNNORMALISED and not weights_ok:
         return False, (f"{weight_note}: the logs hold too few of the sessions the target would have, so the "
                        f"estimate is biased{' low' if estimate['mean_weight'][0] < 1 else ''}")
-    if name in LEANS_ON_MODEL or (name == "sndr" and not weights_ok):
+    if leans_on_model:
         model_ok, model_note = _model_check(estimate, fqe)
         if not model_ok:
             return False, model_note
@@ -125,13 +143,15 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str 
 
 
 def _mean_weight_check(estimate: Mapping[str, Any]) -> tuple[bool, str]:
-    """(ok, note): whether the 95% interval of the mean final importance weight holds 1."""
+    """(ok, note): whether the 95% interval of the mean final importance weight reaches 1 ± MEAN_WEIGHT_TOL."""
     mean_weight = estimate.get("mean_weight")
     if mean_weight is None:
         return True, ""
     mean, low, high = mean_weight
-    ok = not (math.isfinite(low) and math.isfinite(high)) or low <= 1.0 <= high
-    return ok, f"mean importance weight {mean:.3g} [{low:.3g}, {high:.3g}]{'' if ok else ', not 1'}"
+    ok = not (math.isfinite(low) and math.isfinite(high)) or (low <= 1.0 + MEAN_WEIGHT_TOL
+                                                              and high >= 1.0 - MEAN_WEIGHT_TOL)
+    return ok, (f"mean importance weight {mean:.3g} [{low:.3g}, {high:.3g}]"
+                f"{'' if ok else f', not 1 ± {MEAN_WEIGHT_TOL:g}'}")
 
 
 def _model_check(estimate: Mapping[str, Any], fqe: Mapping[str, Any] | None) -> tuple[bool, str]:
@@ -140,11 +160,13 @@ def _model_check(estimate: Mapping[str, Any], fqe: Mapping[str, Any] | None) -> 
         return True, "model-based (no model diagnostics)"
     r2 = fqe.get("fit_r2")
     if r2 is not None and not r2 >= R2_MIN:
-        return False, (f"the fitted Q model explains {r2:.0%} of its held-out targets' variance (< {R2_MIN:.0%}): "
-                       f"it does not fit, and its errors compound over the horizon")
+        return False, (f"the fitted Q model explains {r2:.0%} of its held-out targets' variance (< {R2_MIN:.0%}: "
+                       f"worse than predicting their mean): it does not fit, and its errors compound over the horizon")
     check = fqe.get("behaviour_check")
     refits = estimate.get("model_refits", 0)
     note = f"model-based, interval over {refits} model refits" if refits else "model-based"
+    if estimate.get("model_bias") is not None:
+        note += f" and ± {estimate['model_bias']:.3g} of model bias (held-out Bellman residual x session length)"
     if check:
         logged_half = (check["logged_ci95"][1] - check["logged_ci95"][0]) / 2
         own_half = (estimate["ci95"][1] - estimate["ci95"][0]) / 2
@@ -161,12 +183,12 @@ def _model_check(estimate: Mapping[str, Any], fqe: Mapping[str, Any] | None) -> 
 
 
 def add_verdicts(estimates: dict[str, dict[str, Any]], feasible: tuple[float, float],
-                 fqe: Mapping[str, Any] | None = None) -> str | None:
-    """Add ``reliable`` and ``reason`` to every estimate in place (``fqe``: the model's diagnostics);
-    return the recommended estimator (the first reliable one in :data:`PREFERENCE`, then any other
-    reliable one), or None."""
+                 fqe: Mapping[str, Any] | None = None, support: list[float] | None = None) -> str | None:
+    """Add ``reliable`` and ``reason`` to every estimate in place (``fqe``: the model's diagnostics,
+    ``support``: the target's, see :func:`judge`); return the recommended estimator (the first
+    reliable one in :data:`PREFERENCE`, then any other reliable one), or None."""
     for name, est in estimates.items():
-        est["reliable"], est["reason"] = judge(est, feasible, name, fqe)
+        est["reliable"], est["reason"] = judge(est, feasible, name, fqe, support)
     ranked = [name for name in PREFERENCE if name in estimates] + [n for n in estimates if n not in PREFERENCE]
     return next((name for name in ranked if estimates[name]["reliable"]), None)
 

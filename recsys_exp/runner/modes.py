@@ -105,8 +105,13 @@ def print_ope(ope: dict[str, Any]) -> None:
         r2 = "" if fqe.get("fit_r2") is None else f"held-out R² {fqe['fit_r2']:.2f}"
         gap = "" if not check else (f"{', ' if r2 else ''}behaviour check {check['gap']:+.4g} vs the logged mean "
                                     f"return {check['logged']:.4g}")
-        print(f"ope model (FQE, {fqe.get('iterations')} iterations, {fqe.get('refits', 0)} refits): {r2}{gap}",
+        bias = "" if fqe.get("bias_bound") is None else f", bias bound ±{fqe['bias_bound']:.3g}"
+        print(f"ope model (FQE, {fqe.get('iterations')} iterations, {fqe.get('refits', 0)} refits): {r2}{gap}{bias}",
               flush=True)
+    support = ope.get("support")
+    if support:
+        print(f"ope support: the target puts {support[0]:.0%} (95% CI {support[1]:.0%}..{support[2]:.0%}) of its "
+              f"probability on slates the logging policy could show", flush=True)
     if "recommended" in ope:
         best = ope["recommended"]
         print(f"ope recommended: {best} ({ope['estimates'][best]['value']:.4g})" if best else
