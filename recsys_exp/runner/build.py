@@ -59,6 +59,10 @@ def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = N
     config = config.env_runners(**runners)
     check_keywords(config_class, "training", "algo.training", algo["training"])
     config = config.training(**{**plugin.exploration_settings(c["exploration"]), **algo["training"]})
+    if getattr(config, "replay_buffer_config", None):  # RLlib samples replay batches unseeded: seed them
+        from recsys_exp.algorithms.replay import seeded_replay_buffer_config
+
+        config.replay_buffer_config = seeded_replay_buffer_config(config.replay_buffer_config, c["seed"])
     if from_logs:
         config.logged_data_path = str(Path(c["offline"]["path"]).expanduser().resolve())
         # env=logged: the sessions held out for the final off-policy evaluation are never trained on.
