@@ -112,7 +112,7 @@ def test_replay_training_is_reproducible_under_its_seed(ray_session):
     samples unseeded; recsys_exp.algorithms.replay seeds it with the run's seed)."""
     c = compose_config("algo=slateq", *LTS_SMALL, "seed=5",
                        "algo.training.num_steps_sampled_before_learning_starts=200",
-                       "algo.training.train_batch_size_per_learner=32", "algo.env_runners.num_envs_per_env_runner=4",
+                       "algo.training.train_batch_size_per_learner=32", "algo.env_runners.num_envs_per_env_runner=16",
                        "algo.env_runners.rollout_fragment_length=1")
     states = []
     for _ in range(2):
