@@ -109,7 +109,7 @@ def test_learns_to_beat_random(name, random_baseline, tmp_path):
 
 def test_replay_training_is_reproducible_under_its_seed(ray_session):
     """Two SlateQ trainings with the same seed end with identical weights (RLlib's replay buffer
-    samples unseeded; recsys_exp.algorithms.replay seeds it with the run's seed)."""
+    samples unseeded; recsys_exp.runner.build.seed_replay_buffer seeds it with the run's seed)."""
     c = compose_config("algo=slateq", *LTS_SMALL, "seed=5",
                        "algo.training.num_steps_sampled_before_learning_starts=200",
                        "algo.training.train_batch_size_per_learner=32", "algo.env_runners.num_envs_per_env_runner=16",

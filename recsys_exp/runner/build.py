@@ -24,6 +24,20 @@ def _flatten_observations_connector(env, spaces, device):
     return FlattenObservations()
 
 
+def seed_replay_buffer(algorithm, metrics_logger=None, **kwargs) -> None:
+    """``on_algorithm_init`` callback: seed the replay buffer's sampling RNG with the run's seed.
+
+    RLlib 2.58's episode replay buffers draw from ``np.random.default_rng(seed=None)`` (set in their
+    ``__init__``, no way to pass a seed), so same-seed runs of the DQN family (slateq, dqn,
+    cql_dqn) replayed different batches and learned different policies. The seed is read from the
+    built algorithm's config, so each trial of a sweep over seeds gets its own."""
+    import numpy as np
+
+    buffer = getattr(algorithm, "local_replay_buffer", None)
+    if buffer is not None and hasattr(buffer, "rng"):
+        buffer.rng = np.random.default_rng(algorithm.config.seed)
+
+
 def load_module_weights(checkpoint: str, algorithm, metrics_logger=None, **kwargs) -> None:
     """``on_algorithm_init`` callback: start from the RLModule weights of ``checkpoint``."""
     from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP, COMPONENT_RL_MODULE
@@ -59,16 +73,14 @@ def build_algorithm_config(c: dict[str, Any], restore_checkpoint: str | None = N
     config = config.env_runners(**runners)
     check_keywords(config_class, "training", "algo.training", algo["training"])
     config = config.training(**{**plugin.exploration_settings(c["exploration"]), **algo["training"]})
-    if getattr(config, "replay_buffer_config", None):  # RLlib samples replay batches unseeded: seed them
-        from recsys_exp.algorithms.replay import seeded_replay_buffer_config
-
-        config.replay_buffer_config = seeded_replay_buffer_config(config.replay_buffer_config, c["seed"])
     if from_logs:
         config.logged_data_path = str(Path(c["offline"]["path"]).expanduser().resolve())
         # env=logged: the sessions held out for the final off-policy evaluation are never trained on.
         config.logged_holdout = c["offline"]["eval_fraction"] if spec.is_logged else 0.0
+    on_init = [seed_replay_buffer]
     if restore_checkpoint:
-        config = config.callbacks(on_algorithm_init=functools.partial(load_module_weights, restore_checkpoint))
+        on_init.append(functools.partial(load_module_weights, restore_checkpoint))
+    config = config.callbacks(on_algorithm_init=on_init)
     try:
         config.validate()
     except (ValueError, TypeError, KeyError) as e:
