@@ -291,18 +291,18 @@ def test_resume_after_kill(ray_session, tmp_path: Path):
 @pytest.mark.slow
 def test_multirun_runs_jobs_survives_failed_ones_and_reports(tmp_path: Path):
     """``-m`` through the CLI, then ``python -m recsys_exp.report`` on its sweep dir. Jobs in order:
-    random and greedy x seeds 0, 1 x slate 2 and slate 11 (which fails validation: the slate is
-    larger than the candidate set), so jobs after a failed one must still run. Random and greedy
+    random and greedy x slate 2 and slate 11 (which fails validation: the slate is larger than the
+    candidate set), so the greedy job after a failed one must still run. Random and greedy
     (2 iterations of 200 env steps, so episodes finish and the learning curves have points) on
     interest_evolution: greedy's default score (user-doc affinity) needs its user features."""
     proc = run_cli("-m", "+experiment=quick", "eval.episodes=5", "eval.num_envs=5", "algo=random,greedy",
-                   "seed=0,1", "env.slate_size=2,11", "stop.timesteps=400", "algo.training.train_batch_size_per_learner=200",
+                   "seed=0", "env.slate_size=2,11", "stop.timesteps=400", "algo.training.train_batch_size_per_learner=200",
                    "algo.env_runners.num_envs_per_env_runner=4", "checkpoint.frequency=0", "progress=false",
                    f"hydra.sweep.dir={tmp_path}", check=False, timeout=600)
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and (p / ".hydra").is_dir())
-    assert len(jobs) == 8, proc.stderr[-3000:]
+    assert len(jobs) == 4, proc.stderr[-3000:]
     done = {p.name: (p / "summary.json").exists() for p in jobs}
-    assert sum(done.values()) == 4, done
+    assert sum(done.values()) == 2, done
     for name, ok in done.items():
         assert ok == ("slate_size=2" in name), done
     assert done[max(name for name in done if "algo=greedy" in name and "slate_size=2" in name)]  # after failures
@@ -312,7 +312,7 @@ def test_multirun_runs_jobs_survives_failed_ones_and_reports(tmp_path: Path):
     # on Interest Evolution): they are the other job's own evaluation with the same seed.
     summaries = {(name.split("algo=")[1].split(",")[0], name.split("seed=")[1].split(",")[0]):
                  json.loads((tmp_path / name / "summary.json").read_text()) for name, ok in done.items() if ok}
-    for seed in ("0", "1"):
+    for seed in ("0",):
         random, greedy = summaries["random", seed], summaries["greedy", seed]
         assert greedy["baselines"]["random"]["episode_return_mean"] == pytest.approx(random["eval_return_mean"])
         assert random["baselines"]["myopic"]["episode_return_mean"] == pytest.approx(greedy["eval_return_mean"])
@@ -322,15 +322,15 @@ def test_multirun_runs_jobs_survives_failed_ones_and_reports(tmp_path: Path):
 
     assert report_main([str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
-    assert "8 runs found: 4 completed, 0 failed, 4 missing or incomplete." in md  # the slate-11 jobs
+    assert "4 runs found: 2 completed, 0 failed, 2 missing or incomplete." in md  # the slate-11 jobs
     assert "## interest_evolution 10-2" in md
-    # The results table of the slate-2 env (not the improvement matrix): both seeds evaluated.
+    # The results table of the slate-2 env (not the improvement matrix): the seed evaluated.
     results = md.split("## interest_evolution 10-2\n")[1].split("### Learning curves")[0]
     table = [ln for ln in results.splitlines() if ln.startswith(("| random |", "| greedy |"))]
-    assert len(table) == 2 and all(ln.split(" | ")[1] == "2" for ln in table), results
+    assert len(table) == 2 and all(ln.split(" | ")[1] == "1" for ln in table), results
     # The failed slate-11 jobs are their own env section, with no final evaluation.
     failed = md.split("## interest_evolution 10-11\n")[1].split("## ")[0]
-    assert "| random | 0 of 2 |" in failed and "| greedy | 0 of 2 |" in failed
+    assert "| random | 0 of 1 |" in failed and "| greedy | 0 of 1 |" in failed
     assert (tmp_path / "report_interest_evolution_10-2_curves.png").is_file()
     assert (tmp_path / "report_interest_evolution_10-2_poi.png").is_file()
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
