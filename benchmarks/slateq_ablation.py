@@ -1,0 +1,188 @@
+"""SlateQ ablation (issue 17): which setting makes SlateQ stall, and which default works on every env.
+
+Each cell is a real ``python -m recsys_exp`` run per seed, as in ``benchmarks/algorithm_results.py``:
+
+    python -m recsys_exp <variant overrides> <env overrides> seed=<s> stop.timesteps=<budget> eval.episodes=<E>
+
+then its ``summary.json`` is read (greedy evaluation return on ``eval.episodes`` fresh users,
+evaluation seed = seed + 1_000_003, and training env steps/s). A variant is a list of overrides on
+top of the bare ``algo=slateq`` (or another algo, for the myopic references); the table shows per
+(variant, env) the mean over seeds with a t-based 95% CI and the mean steps/s. Runs are cached
+under ``--out`` (a run with a ``summary.json`` is reused), so an interrupted study resumes; runs
+go one at a time (the machine has 2 cores). ``--write`` stores the table and all per-seed returns
+in ``benchmarks/results/slateq_ablation.{md,json}`` (merged with what is already there).
+
+    python benchmarks/slateq_ablation.py --envs iev --variants default,gamma1 --seeds 0,1
+    python benchmarks/slateq_ablation.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recsys_exp.stats import mean_ci95
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+# env key -> (label, env overrides, SlateQ budget in env steps, extra overrides of the greedy reference)
+ENVS = {
+    "iev": ("Interest Evolution 10-2", ["env=interest_evolution"], 100_000, []),
+    "lts50": ("Long-Term Satisfaction 50-2", ["env=long_term_satisfaction", "env.num_candidates=50"], 200_000,
+              ["algo.training.score=feature", "algo.training.feature_index=0"]),
+    "tutorial": ("Tutorial LTS 20-2", ["env=long_term_satisfaction_tutorial"], 200_000,
+                 ["algo.training.score=feature", "algo.training.feature_index=0"]),
+}
+
+# variant -> overrides (on top of algo=slateq unless they set algo=...). "old_*" reproduce what
+# benchmarks/algorithm_results.py ran before issue 17.
+VARIANTS = {
+    # myopic references (no learning of long-term effects); greedy trains 2k steps, lin_ucb 50k
+    "greedy": ["algo=greedy"],
+    "lin_ucb": ["algo=lin_ucb"],
+    # the bare default and single-setting changes from the pre-issue-17 default
+    "default": [],
+    "old_default": ["algo.training.gamma=0.99", "algo.training.target_network_update_freq=2000",
+                    "algo.training.n_step=1"],
+    "gamma0.9": ["algo.training.gamma=0.9"],
+    "gamma0.95": ["algo.training.gamma=0.95"],
+    "gamma0.995": ["algo.training.gamma=0.995"],
+    "gamma1": ["algo.training.gamma=1.0"],
+    "sync500": ["algo.training.target_network_update_freq=500"],
+    "sync8000": ["algo.training.target_network_update_freq=8000"],
+    "intensity4": ["algo.training.training_intensity=4"],
+    "lr3e-4": ["algo.training.lr=0.0003"],
+    "huber": ["algo.training.td_error_loss_fn=huber"],
+    "no_double_q": ["algo.training.double_q=false"],
+    "eps10k": ["exploration.epsilon_timesteps=10000"],
+    "eps50k": ["exploration.epsilon_timesteps=50000"],
+    "per": ["algo.training.replay_buffer_config.type="
+            "recsys_exp.algorithms.slateq.replay.SlateQPrioritizedEpisodeReplayBuffer",
+            "+algo.training.replay_buffer_config.alpha=0.6", "+algo.training.replay_buffer_config.beta=0.4"],
+    "top_k": ["algo.training.slate_optimizer=top_k"],
+    "n3": ["algo.training.n_step=3"],
+    "n4": ["algo.training.n_step=4"],
+    "n8": ["algo.training.n_step=8", "algo.env_runners.rollout_fragment_length=8"],
+    "steady": ["algo=slateq_steady"],
+}
+BASELINE_BUDGET = {"greedy": 2_000, "lin_ucb": 50_000}
+
+
+def budget(variant: str, env: str) -> int:
+    return BASELINE_BUDGET.get(variant, ENVS[env][2])
+
+
+def overrides(variant: str, env: str, seed: int, eval_episodes: int, run_dir: Path) -> list[str]:
+    spec = VARIANTS[variant]
+    algo = [o for o in spec if o.startswith("algo=")] or ["algo=slateq"]
+    rest = [o for o in spec if not o.startswith("algo=")]
+    if variant == "greedy":
+        rest += ENVS[env][3]
+    return [*algo, *ENVS[env][1], f"seed={seed}", f"stop.timesteps={budget(variant, env)}",
+            f"eval.episodes={eval_episodes}", "logger.mode=disabled", "progress=false", "checkpoint.frequency=0",
+            f"hydra.run.dir={run_dir}", *rest]
+
+
+def run_one(variant: str, env: str, seed: int, args) -> dict | None:
+    run_dir = Path(args.out).resolve() / variant / env / f"seed{seed}"
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists() and not args.fresh:
+        return json.loads(summary_path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "recsys_exp", *overrides(variant, env, seed, args.eval_episodes, run_dir)]
+    start = time.time()
+    with open(run_dir / "run.log", "w") as log:
+        rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log,
+                            stderr=subprocess.STDOUT).returncode
+    ok = rc == 0 and summary_path.exists()
+    summary = json.loads(summary_path.read_text()) if ok else None
+    ret = f"{summary['eval_return_mean']:.1f}" if ok else f"FAILED rc={rc} (see {run_dir}/run.log)"
+    print(f"[{time.strftime('%H:%M:%S')}] {variant} {env} seed={seed}: {ret} in {time.time() - start:.0f}s",
+          flush=True)
+    return summary
+
+
+def row(variant: str, env: str, returns: list[float], sps: list[float]) -> dict:
+    mean, _, half, _ = mean_ci95(returns)
+    return {"variant": variant, "env": env, "overrides": VARIANTS[variant], "budget": budget(variant, env),
+            "seeds": len(returns), "returns": returns, "mean": mean,
+            "ci95": [mean - half, mean + half] if len(returns) > 1 else [math.nan, math.nan],
+            "steps_per_s": float(np.mean(sps)) if sps else math.nan}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| variant | env | env steps | seeds | greedy eval return | t-95% CI | train env steps/s | overrides |",
+             "|---|---|---:|---:|---:|---|---:|---|"]
+    for r in rows:
+        lo, hi = r["ci95"]
+        ov = " ".join(f"`{o}`" for o in r["overrides"]) or "(bare `algo=slateq`)"
+        lines.append(f"| {r['variant']} | {r['env']} | {r['budget']:,} | {r['seeds']} | {r['mean']:.1f} | "
+                     f"[{lo:.1f}, {hi:.1f}] | {r['steps_per_s']:,.0f} | {ov} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", default="iev", help=f"comma list of {', '.join(ENVS)}")
+    parser.add_argument("--variants", default="greedy,default")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--eval-episodes", type=int, default=500)
+    parser.add_argument("--out", default="outputs/slateq_ablation")
+    parser.add_argument("--fresh", action="store_true", help="redo runs that already have a summary")
+    parser.add_argument("--write", action="store_true", help="merge the rows into benchmarks/results/slateq_ablation.*")
+    parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, spec in VARIANTS.items():
+            print(f"{name:14s} {' '.join(spec)}")
+        return
+    envs, variants = args.envs.split(","), args.variants.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for e in envs:
+        if e not in ENVS:
+            parser.error(f"--envs: unknown {e!r}; allowed: {', '.join(ENVS)}")
+    for v in variants:
+        if v not in VARIANTS:
+            parser.error(f"--variants: unknown {v!r}; see --list")
+
+    rows = []
+    for env in envs:
+        for variant in variants:
+            summaries = [s for s in (run_one(variant, env, seed, args) for seed in seeds) if s]
+            if summaries:
+                rows.append(row(variant, env, [s["eval_return_mean"] for s in summaries],
+                                [s["env_steps_per_s"] for s in summaries if s.get("env_steps_per_s")]))
+    command = "python benchmarks/slateq_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    print(table(rows))
+    print(f"\nMeasured with `{command.strip()}` (one run at a time, {os.cpu_count()} CPUs).")
+    if args.write:
+        path = RESULTS / "slateq_ablation.json"
+        stored = json.loads(path.read_text()) if path.exists() else {"rows": []}
+        keep = {(r["variant"], r["env"]): r for r in stored["rows"]}
+        for r in rows:
+            keep[(r["variant"], r["env"])] = {**r, "command": command.strip()}
+        merged = sorted(keep.values(), key=lambda r: (list(ENVS).index(r["env"]), list(VARIANTS).index(r["variant"])
+                                                      if r["variant"] in VARIANTS else 99))
+        path.write_text(json.dumps({"rows": merged}, indent=1) + "\n")
+        text = ("# SlateQ ablation (issue 17)\n\nMade by `benchmarks/slateq_ablation.py`; each row's command is in "
+                "slateq_ablation.json. Greedy-evaluation return on 500 fresh users per seed (mean over seeds, "
+                "t-based 95% CI).\n\n")
+        for env in ENVS:
+            env_rows = [r for r in merged if r["env"] == env]
+            if env_rows:
+                text += f"## {ENVS[env][0]}\n\n{table(env_rows)}\n\n"
+        (RESULTS / "slateq_ablation.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
