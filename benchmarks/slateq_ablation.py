@@ -60,8 +60,17 @@ VARIANTS = {
     "gamma1": ["algo.training.gamma=1.0"],
     "sync500": ["algo.training.target_network_update_freq=500"],
     "sync8000": ["algo.training.target_network_update_freq=8000"],
-    "intensity4": ["algo.training.training_intensity=4"],
+    "intensity4": ["+algo.training.training_intensity=4"],
+    "intensity8": ["+algo.training.training_intensity=8"],
+    "batch1024": ["algo.training.train_batch_size_per_learner=1024"],
+    "per_gamma1": ["algo.training.replay_buffer_config.type="
+                   "recsys_exp.algorithms.slateq.replay.SlateQPrioritizedEpisodeReplayBuffer",
+                   "+algo.training.replay_buffer_config.alpha=0.6", "+algo.training.replay_buffer_config.beta=0.4",
+                   "algo.training.gamma=1.0"],
     "lr3e-4": ["algo.training.lr=0.0003"],
+    "anneal": ["algo.training.lr=[[0,0.001],[100000,0.0001]]"],
+    "anneal_b512": ["algo.training.lr=[[0,0.001],[100000,0.0001]]", "algo.training.train_batch_size_per_learner=512"],
+    "anneal_gamma1": ["algo.training.lr=[[0,0.001],[100000,0.0001]]", "algo.training.gamma=1.0"],
     "huber": ["algo.training.td_error_loss_fn=huber"],
     "no_double_q": ["algo.training.double_q=false"],
     "eps10k": ["exploration.epsilon_timesteps=10000"],
@@ -112,6 +121,38 @@ def run_one(variant: str, env: str, seed: int, args) -> dict | None:
     return summary
 
 
+def item_values_by_cluster(run_dir: Path, users: int = 2_000) -> str:
+    """Interest Evolution: what a trained SlateQ learned per document cluster. For random users
+    (interests ~ U(-1, 1)^20) the item value of a document of each cluster relative to the no-click
+    value, Q̄(s, c) - Q̄(s, ⊥), averaged over the users, next to the cluster's mean quality (recsim.md
+    §3.1). A session's length is set by the quality of what is clicked (budget cost 4·(1 - 0.2647·q)
+    per click, 0.5 per no-click), so a policy that lengthens sessions needs this column to rise with quality."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from recsys_exp.runner.policy import build_module
+
+    c = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
+    checkpoint = sorted(run_dir.glob("ray_results/*/*/checkpoint_*"))[-1]
+    m = build_module(c, checkpoint.resolve())
+    u_dim, n = m.user_dim, m.doc_dim
+    user = torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, (users, u_dim)), dtype=torch.float32)
+    docs = torch.eye(n)[None].expand(users, n, n)
+    feats = m._standardize(torch.cat([user[:, None, :].expand(users, n, u_dim), docs], -1))
+    null = torch.cat([feats[:, :1, :u_dim], torch.zeros(users, 1, n)], -1)
+    flag = torch.zeros(users, n + 1, 1)
+    flag[:, n] = 1.0
+    with torch.no_grad():
+        q = m.q_net(torch.cat([torch.cat([feats, null], 1), flag], -1))[..., 0]
+    quality = np.concatenate([np.linspace(-3, 0, 14), np.linspace(0, 3, 6)])
+    adv = (q[:, :n] - q[:, n:]).mean(0).numpy()
+    lines = [f"{run_dir}: mean Q̄(s, ⊥) = {q[:, n].mean():.1f}; corr(quality, Q̄ - Q̄⊥) = "
+             f"{np.corrcoef(quality, adv)[0, 1]:.2f}", "", "| cluster | mean quality | Q̄(s, c) - Q̄(s, ⊥) |",
+             "|---:|---:|---:|"]
+    lines += [f"| {k} | {quality[k]:+.2f} | {adv[k]:+.2f} |" for k in range(n)]
+    return "\n".join(lines)
+
+
 def row(variant: str, env: str, returns: list[float], sps: list[float]) -> dict:
     mean, _, half, _ = mean_ci95(returns)
     return {"variant": variant, "env": env, "overrides": VARIANTS[variant], "budget": budget(variant, env),
@@ -141,7 +182,16 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="redo runs that already have a summary")
     parser.add_argument("--write", action="store_true", help="merge the rows into benchmarks/results/slateq_ablation.*")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument("--item-values", action="store_true",
+                        help="Interest Evolution: print each cached run's learned item values per cluster, no training")
     args = parser.parse_args()
+    if args.item_values:
+        for variant in args.variants.split(","):
+            for seed in args.seeds.split(","):
+                run_dir = Path(args.out).resolve() / variant / "iev" / f"seed{seed}"
+                if (run_dir / "summary.json").exists():
+                    print(item_values_by_cluster(run_dir), end="\n\n")
+        return
     if args.list:
         for name, spec in VARIANTS.items():
             print(f"{name:14s} {' '.join(spec)}")
