@@ -44,16 +44,14 @@ ENVS = {
                  ["algo.training.score=feature", "algo.training.feature_index=0"]),
 }
 
-# variant -> overrides (on top of algo=slateq unless they set algo=...). "old_*" reproduce what
-# benchmarks/algorithm_results.py ran before issue 17.
+# variant -> overrides (on top of algo=slateq unless they set algo=...); "default" is the bare algo=slateq
+# (gamma 0.99, target sync every 2000 env steps, lr 1e-3, batch 256, 1-step targets, uniform replay).
 VARIANTS = {
     # myopic references (no learning of long-term effects); greedy trains 2k steps, lin_ucb 50k
     "greedy": ["algo=greedy"],
     "lin_ucb": ["algo=lin_ucb"],
     # the bare default and single-setting changes from the pre-issue-17 default
     "default": [],
-    "old_default": ["algo.training.gamma=0.99", "algo.training.target_network_update_freq=2000",
-                    "algo.training.n_step=1"],
     "gamma0.9": ["algo.training.gamma=0.9"],
     "gamma0.95": ["algo.training.gamma=0.95"],
     "gamma0.995": ["algo.training.gamma=0.995"],
@@ -153,22 +151,30 @@ def item_values_by_cluster(run_dir: Path, users: int = 2_000) -> str:
     return "\n".join(lines)
 
 
-def row(variant: str, env: str, returns: list[float], sps: list[float]) -> dict:
+def row(variant: str, env: str, seeds: list[int], returns: list[float], sps: list[float],
+        greedy: dict[int, float]) -> dict:
+    """One table row; ``greedy`` = the greedy reference's return per seed (same evaluation users per seed),
+    for the paired difference."""
     mean, _, half, _ = mean_ci95(returns)
+    diffs = [r - greedy[s] for s, r in zip(seeds, returns) if s in greedy]
+    d_mean, _, d_half, _ = mean_ci95(diffs) if len(diffs) > 1 else (math.nan, 0, math.nan, 0)
     return {"variant": variant, "env": env, "overrides": VARIANTS[variant], "budget": budget(variant, env),
-            "seeds": len(returns), "returns": returns, "mean": mean,
+            "seeds": len(returns), "seed_list": seeds, "returns": returns, "mean": mean,
             "ci95": [mean - half, mean + half] if len(returns) > 1 else [math.nan, math.nan],
+            "vs_greedy": [d_mean, d_mean - d_half, d_mean + d_half] if len(diffs) > 1 else [math.nan] * 3,
             "steps_per_s": float(np.mean(sps)) if sps else math.nan}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | env | env steps | seeds | greedy eval return | t-95% CI | train env steps/s | overrides |",
-             "|---|---|---:|---:|---:|---|---:|---|"]
+    lines = ["| variant | env | env steps | seeds | greedy eval return | t-95% CI | minus greedy, paired by seed "
+             "[t-95% CI] | train env steps/s | overrides |", "|---|---|---:|---:|---:|---|---|---:|---|"]
     for r in rows:
         lo, hi = r["ci95"]
+        d, dlo, dhi = r.get("vs_greedy", [math.nan] * 3)
+        paired = "–" if r["variant"] == "greedy" or math.isnan(d) else f"{d:+.1f} [{dlo:+.1f}, {dhi:+.1f}]"
         ov = " ".join(f"`{o}`" for o in r["overrides"]) or "(bare `algo=slateq`)"
         lines.append(f"| {r['variant']} | {r['env']} | {r['budget']:,} | {r['seeds']} | {r['mean']:.1f} | "
-                     f"[{lo:.1f}, {hi:.1f}] | {r['steps_per_s']:,.0f} | {ov} |")
+                     f"[{lo:.1f}, {hi:.1f}] | {paired} | {r['steps_per_s']:,.0f} | {ov} |")
     return "\n".join(lines)
 
 
@@ -207,11 +213,16 @@ def main() -> None:
 
     rows = []
     for env in envs:
+        greedy = {}  # the greedy reference per seed, for the paired differences (cheap: 2k steps)
+        for seed in seeds:
+            summary = run_one("greedy", env, seed, args)
+            if summary:
+                greedy[seed] = summary["eval_return_mean"]
         for variant in variants:
-            summaries = [s for s in (run_one(variant, env, seed, args) for seed in seeds) if s]
-            if summaries:
-                rows.append(row(variant, env, [s["eval_return_mean"] for s in summaries],
-                                [s["env_steps_per_s"] for s in summaries if s.get("env_steps_per_s")]))
+            done = [(seed, s) for seed in seeds if (s := run_one(variant, env, seed, args))]
+            if done:
+                rows.append(row(variant, env, [seed for seed, _ in done], [s["eval_return_mean"] for _, s in done],
+                                [s["env_steps_per_s"] for _, s in done if s.get("env_steps_per_s")], greedy))
     command = "python benchmarks/slateq_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(table(rows))
     print(f"\nMeasured with `{command.strip()}` (one run at a time, {os.cpu_count()} CPUs).")

@@ -16,6 +16,8 @@ def test_n_step_rows_carry_the_one_step_next_observation():
                                        actions=[0] * 6, rewards=[1.0] * 6, terminated=done,
                                        observation_space=space, action_space=gym.spaces.Discrete(2),
                                        len_lookback_buffer=0)])
+    one_step = buffer.sample(num_items=5, n_step=1, gamma=0.5, sample_episodes=True)
+    assert NEXT_OBS_1 not in one_step[0].extra_model_outputs  # Columns.NEXT_OBS is o_{t+1} already
     rows = buffer.sample(num_items=200, n_step=3, gamma=0.5, sample_episodes=True)
     seen = set()
     for ep in rows:

@@ -22,14 +22,12 @@ class _OneStepNextObservation:
 
     def sample(self, *args, **kwargs):
         episodes = super().sample(*args, **kwargs)
-        if not kwargs.get("sample_episodes") or kwargs.get("batch_length_T"):
-            return episodes
+        if not kwargs.get("sample_episodes") or kwargs.get("batch_length_T") or kwargs.get("n_step", 1) == 1:
+            return episodes  # 1-step rows: Columns.NEXT_OBS already is o_{t+1} (and no per-row cost)
         for ep in episodes:
             if ep.id_ not in self.episode_id_to_index:
                 # RLlib's prioritized buffer gives its samples new ids: no way back to the stored episode.
-                if kwargs.get("n_step", 1) != 1:
-                    raise NotImplementedError(f"{type(self).__name__}: n_step > 1 is not supported")
-                continue  # n_step = 1: the learner reads the click from Columns.NEXT_OBS (= o_{t+1})
+                raise NotImplementedError(f"{type(self).__name__}: n_step > 1 is not supported")
             stored = self.episodes[self.episode_id_to_index[ep.id_] - self._num_episodes_evicted]
             # The sampled row starts at index t_started of the stored episode (relative, no lookback).
             obs1 = np.asarray(stored.get_observations(ep.t_started + 1))
