@@ -71,6 +71,8 @@ VARIANTS = {
     "anneal_gamma1": ["algo.training.lr=[[0,0.001],[100000,0.0001]]", "algo.training.gamma=1.0"],
     "huber": ["algo.training.td_error_loss_fn=huber"],
     "no_double_q": ["algo.training.double_q=false"],
+    "clipped": ["+algo.training.clipped_double_q=true"],
+    "clipped_gamma1": ["+algo.training.clipped_double_q=true", "algo.training.gamma=1.0"],
     "eps10k": ["exploration.epsilon_timesteps=10000"],
     "eps50k": ["exploration.epsilon_timesteps=50000"],
     "per": ["algo.training.replay_buffer_config.type="
@@ -192,11 +194,19 @@ def main() -> None:
                         help="Interest Evolution: print each cached run's learned item values per cluster, no training")
     args = parser.parse_args()
     if args.item_values:
+        command = "python benchmarks/slateq_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        text = ("# What SlateQ learned on Interest Evolution 10-2, per document cluster\n\n"
+                f"Made by `{command.strip()}` from the ablation's cached runs.\n\n")
         for variant in args.variants.split(","):
             for seed in args.seeds.split(","):
                 run_dir = Path(args.out).resolve() / variant / "iev" / f"seed{seed}"
                 if (run_dir / "summary.json").exists():
-                    print(item_values_by_cluster(run_dir), end="\n\n")
+                    ret = json.loads((run_dir / "summary.json").read_text())["eval_return_mean"]
+                    table_text = item_values_by_cluster(run_dir).replace(str(run_dir), f"{variant}, seed {seed}")
+                    text += f"## {variant}, seed {seed} (greedy eval return {ret:.1f})\n\n{table_text}\n\n"
+        print(text)
+        if args.write:
+            (RESULTS / "slateq_item_values.md").write_text(text)
         return
     if args.list:
         for name, spec in VARIANTS.items():

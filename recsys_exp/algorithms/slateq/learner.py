@@ -62,10 +62,12 @@ class SlateQLearner(DQNTorchLearner):
         with torch.no_grad():
             target_q, target_q_null = m.item_values(next_obs, m._target_q_net)
             if config.double_q:
-                next_slate, _ = m.best_slate(next_obs)
+                next_slate, online_value = m.best_slate(next_obs)
                 logits, null_logit = m.choice_logits(next_obs)
                 next_value = slate_values(target_q, target_q_null, logits, null_logit, m.choice.position_bias,
                                           next_slate[:, None, :])[:, 0]
+                if config.clipped_double_q:  # the smaller of the two estimates of the chosen slate (Fujimoto 2018)
+                    next_value = torch.minimum(next_value, online_value)
             else:
                 _, next_value = m.best_slate(next_obs, m._target_q_net)
             n_step = batch.get("n_step", torch.ones_like(next_value))

@@ -28,6 +28,7 @@ class SlateQConfig(DQNConfig):
         super().__init__(algo_class=algo_class or SlateQ)
         self.slate_optimizer = "auto"
         self.choice_lr = 1e-2
+        self.clipped_double_q = False
         self.lr = 1e-3
         self.gamma = 0.99
         self.double_q = True
@@ -41,9 +42,12 @@ class SlateQConfig(DQNConfig):
                                      "capacity": 100_000}
         self.rollout_fragment_length = 4
 
-    def training(self, *, slate_optimizer=NotProvided, choice_lr=NotProvided, **kwargs):
+    def training(self, *, slate_optimizer=NotProvided, choice_lr=NotProvided, clipped_double_q=NotProvided,
+                 **kwargs):
         """SlateQ settings on top of ``DQNConfig.training``."""
         super().training(**kwargs)
+        if clipped_double_q is not NotProvided:
+            self.clipped_double_q = clipped_double_q
         if slate_optimizer is not NotProvided:
             self.slate_optimizer = slate_optimizer
         if choice_lr is not NotProvided:
