@@ -247,7 +247,9 @@ def main() -> None:
         path.write_text(json.dumps({"rows": merged}, indent=1) + "\n")
         text = ("# SlateQ ablation (issue 17)\n\nMade by `benchmarks/slateq_ablation.py`; each row's command is in "
                 "slateq_ablation.json. Greedy-evaluation return on 500 fresh users per seed (mean over seeds, "
-                "t-based 95% CI).\n\n")
+                "t-based 95% CI; the paired difference uses greedy's return on the same seed's evaluation users). "
+                "Per-seed returns are in the json. Steps/s were measured while other jobs shared the 2 cores (load "
+                "4-10): compare them within a table only.\n\n")
         for env in ENVS:
             env_rows = [r for r in merged if r["env"] == env]
             if env_rows:
