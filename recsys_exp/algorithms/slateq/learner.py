@@ -2,7 +2,7 @@
 
 For a replayed step (s, A, r, s') where the user clicked slot k (item a_k) or nothing (⊥):
 
-    y = r + γⁿ·(1 − terminated)·max_{A'} Σ_{i ∈ A' ∪ {⊥}} P(i | s', A')·Q̄_target(s', i)
+    y = r_t + … + γⁿ⁻¹r_{t+n−1} + γⁿ·(1 − terminated)·max_{A'} Σ_{i ∈ A' ∪ {⊥}} P(i | s', A')·Q̄_target(s', i)
     L_Q = ℓ(Q̄(s, a_k or ⊥) − y)        (ℓ = MSE or Huber, weighted by PER importance weights)
 
 Only the consumed item's value (or the no-click value) is regressed, as in the paper's
@@ -21,6 +21,7 @@ from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.metrics import TD_ERROR_KEY
 
+from recsys_exp.algorithms.slateq.replay import NEXT_OBS_1
 from recsys_exp.algorithms.slateq.slate_value import choice_probabilities, slate_values
 
 
@@ -40,9 +41,16 @@ class SlateQLearner(DQNTorchLearner):
         m = self.module[module_id].unwrapped()
         # Refresh the input statistics for the next forward passes (this one already ran).
         m.update_feature_statistics(batch[Columns.OBS])
-        next_obs = batch[Columns.NEXT_OBS]
+        next_obs = batch[Columns.NEXT_OBS]  # o_{t+n}: bootstrap from here
+        if NEXT_OBS_1 in batch:
+            response_obs = batch[NEXT_OBS_1]  # o_{t+1} (SlateQ's replay buffers add it)
+        elif config.n_step == 1:
+            response_obs = next_obs
+        else:
+            raise ValueError(f"SlateQ with n_step={config.n_step} needs one of the replay buffers of "
+                             "recsys_exp.algorithms.slateq.replay (o_{t+n} does not say what step t's user clicked)")
         slates = m.slates_from_actions(batch[Columns.ACTIONS])  # (B, K)
-        clicks = m.clicks(next_obs)  # (B, K): the response to this step's slate
+        clicks = m.clicks(response_obs)  # (B, K): the response to this step's slate
         clicked = clicks.sum(-1) > 0
         slot = torch.where(clicked, clicks.argmax(-1), torch.full_like(clicked, m.slate_size, dtype=torch.long))
 
@@ -54,10 +62,12 @@ class SlateQLearner(DQNTorchLearner):
         with torch.no_grad():
             target_q, target_q_null = m.item_values(next_obs, m._target_q_net)
             if config.double_q:
-                next_slate, _ = m.best_slate(next_obs)
+                next_slate, online_value = m.best_slate(next_obs)
                 logits, null_logit = m.choice_logits(next_obs)
                 next_value = slate_values(target_q, target_q_null, logits, null_logit, m.choice.position_bias,
                                           next_slate[:, None, :])[:, 0]
+                if config.clipped_double_q:  # the smaller of the two estimates of the chosen slate (Fujimoto 2018)
+                    next_value = torch.minimum(next_value, online_value)
             else:
                 _, next_value = m.best_slate(next_obs, m._target_q_net)
             n_step = batch.get("n_step", torch.ones_like(next_value))

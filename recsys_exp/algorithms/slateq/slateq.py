@@ -9,10 +9,11 @@ top_k | greedy, :mod:`.slate_value`) and ``choice_lr``.
 
 from __future__ import annotations
 
-
 from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.algorithms.dqn import DQN, DQNConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.replay_buffers import EpisodeReplayBuffer
+from ray.rllib.utils.serialization import deserialize_type
 
 from recsys_exp.algorithms.slateq.learner import SlateQLearner
 from recsys_exp.algorithms.slateq.module import SlateQModule
@@ -27,6 +28,7 @@ class SlateQConfig(DQNConfig):
         super().__init__(algo_class=algo_class or SlateQ)
         self.slate_optimizer = "auto"
         self.choice_lr = 1e-2
+        self.clipped_double_q = False
         self.lr = 1e-3
         self.gamma = 0.99
         self.double_q = True
@@ -36,12 +38,16 @@ class SlateQConfig(DQNConfig):
         self.train_batch_size_per_learner = 256
         self.num_steps_sampled_before_learning_starts = 1000
         self.target_network_update_freq = 2000
-        self.replay_buffer_config = {"type": "EpisodeReplayBuffer", "capacity": 100_000}
+        self.replay_buffer_config = {"type": "recsys_exp.algorithms.slateq.replay.SlateQEpisodeReplayBuffer",
+                                     "capacity": 100_000}
         self.rollout_fragment_length = 4
 
-    def training(self, *, slate_optimizer=NotProvided, choice_lr=NotProvided, **kwargs):
+    def training(self, *, slate_optimizer=NotProvided, choice_lr=NotProvided, clipped_double_q=NotProvided,
+                 **kwargs):
         """SlateQ settings on top of ``DQNConfig.training``."""
         super().training(**kwargs)
+        if clipped_double_q is not NotProvided:
+            self.clipped_double_q = clipped_double_q
         if slate_optimizer is not NotProvided:
             self.slate_optimizer = slate_optimizer
         if choice_lr is not NotProvided:
@@ -76,3 +82,16 @@ class SlateQ(DQN):
     @classmethod
     def get_default_config(cls):
         return SlateQConfig()
+
+    def _create_local_replay_buffer_if_necessary(self, config):
+        """As RLlib's, but also for a buffer class (RLlib resolves a class path given in a config
+        dict into the class, then tests ``"EpisodeReplayBuffer" in type`` on it and fails)."""
+        buffer_config = dict(config.get("replay_buffer_config") or {})
+        buffer_type = buffer_config.pop("type", None)
+        if isinstance(buffer_type, str) and "." in buffer_type:
+            buffer_type = deserialize_type(buffer_type, error=True)
+        if not isinstance(buffer_type, type) or buffer_config.get("no_local_replay_buffer"):
+            return super()._create_local_replay_buffer_if_necessary(config)
+        if issubclass(buffer_type, EpisodeReplayBuffer):
+            buffer_config["metrics_num_episodes_for_smoothing"] = self.config.metrics_num_episodes_for_smoothing
+        return buffer_type(**buffer_config)

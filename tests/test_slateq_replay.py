@@ -1,0 +1,31 @@
+"""SlateQ's replay buffers: n-step rows also carry the one-step next observation (which says what
+step t's user clicked), and the n actually summed where an unfinished episode ends sooner."""
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+from recsys_exp.algorithms.slateq.replay import NEXT_OBS_1, SlateQEpisodeReplayBuffer
+
+
+def test_n_step_rows_carry_the_one_step_next_observation():
+    space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    buffer = SlateQEpisodeReplayBuffer(capacity=1_000)
+    for start, done in ((0.0, True), (100.0, False)):  # a finished and an unfinished episode, 6 steps each
+        buffer.add([SingleAgentEpisode(observations=[np.array([start + t], np.float32) for t in range(7)],
+                                       actions=[0] * 6, rewards=[1.0] * 6, terminated=done,
+                                       observation_space=space, action_space=gym.spaces.Discrete(2),
+                                       len_lookback_buffer=0)])
+    one_step = buffer.sample(num_items=5, n_step=1, gamma=0.5, sample_episodes=True)
+    assert NEXT_OBS_1 not in one_step[0].extra_model_outputs  # Columns.NEXT_OBS is o_{t+1} already
+    rows = buffer.sample(num_items=200, n_step=3, gamma=0.5, sample_episodes=True)
+    seen = set()
+    for ep in rows:
+        o0, on = ep.get_observations(0)[0], ep.get_observations(-1)[0]
+        o1 = ep.get_extra_model_outputs(NEXT_OBS_1, 0)[0]
+        k = int(ep.get_extra_model_outputs("n_step", 0))
+        assert o1 == o0 + 1
+        assert on == o0 + k and k == min(3, 106 - o0 if o0 >= 100 else 6 - o0)
+        assert np.isclose(ep.get_rewards(0), sum(0.5 ** i for i in range(k)))
+        seen.add(k)
+    assert seen == {1, 2, 3}
