@@ -191,6 +191,9 @@ def test_model_checks_flag_estimates_that_lean_on_a_bad_model():
         assert not reliable and reason.startswith("ESS 2.0 of 500")
     for name in ("dros", "switch_dr"):
         assert judge(few, feasible, name, close)[0] and not judge(few, feasible, name, off)[0]
+        # shrunk weights far from 1 are their design, not a fault: noted without "not 1"
+        reliable, reason = judge({**few, "mean_weight": [0.1, 0.05, 0.15]}, feasible, name, close)
+        assert reliable and "mean importance weight 0.1 [0.05, 0.15]" in reason and "not 1" not in reason
 
 
 def test_support_flag_and_the_mean_weight_tolerance():

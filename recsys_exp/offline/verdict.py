@@ -128,8 +128,8 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str 
                            f"{ESS_MIN_SHARE:.0%} of the sessions)): a few sessions decide the estimate and its CI")
         notes.append(f"ESS {ess:.1f} of {n} sessions")
     weights_ok, weight_note = _mean_weight_check(estimate)
-    if weight_note:
-        notes.append(weight_note)
+    if weight_note:  # "not 1" is a fault only for the unnormalised estimators (the others rescale or shrink)
+        notes.append(weight_note if name in UNNORMALISED else weight_note.split(", not 1")[0])
     if name in UNNORMALISED and not weights_ok:
         return False, (f"{weight_note}: the logs hold too few of the sessions the target would have, so the "
                        f"estimate is biased{' low' if estimate['mean_weight'][0] < 1 else ''}")
