@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from recsys_exp.offline.ope import OPEError
-from recsys_exp.offline.verdict import return_bounds
+from recsys_exp.offline.verdict import discount_sum, return_bounds
 
 _CHUNK_CELLS = 65536  # (row, support slate, member) triples per forward pass: bounds memory
 
@@ -359,9 +359,7 @@ def _discounted_length(groups: np.ndarray, gamma: float) -> float:
     """G = the mean over sessions of sum_{t<L} gamma^t (L its rows): the expected discounted number of
     decisions a session holds, which a per-step model bias is multiplied by. Rows without session
     ids (``groups`` = arange) count as one-step sessions."""
-    lengths = np.bincount(groups).astype(np.float64)
-    per_session = lengths if gamma == 1.0 else (1.0 - gamma ** lengths) / (1.0 - gamma)
-    return float(per_session.mean())
+    return float(discount_sum(gamma, np.bincount(groups)).mean())
 
 
 def _held_out_rows(groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

@@ -66,17 +66,22 @@ def ess_floor(n_sessions: int) -> float:
     return max(ESS_MIN, ESS_MIN_SHARE * n_sessions)
 
 
+def discount_sum(gamma: float, steps: np.ndarray | int | None) -> np.ndarray:
+    """``G = Σ_{j<h} γ^j`` for ``h = steps`` (array or int, negatives count as 0): ``h`` at γ = 1,
+    ``(1 - γ^h) / (1 - γ)`` otherwise; ``steps=None``: infinitely many, ``1/(1-γ)`` (inf at γ = 1)."""
+    if steps is None:
+        return np.asarray(np.inf if gamma >= 1.0 else 1.0 / (1.0 - gamma))
+    h = np.maximum(np.asarray(steps, np.float64), 0.0)
+    return h if gamma == 1.0 else (1.0 - gamma ** h) / (1.0 - gamma)
+
+
 def return_bounds(reward_low: float, reward_high: float, gamma: float,
                   remaining: np.ndarray | int | None) -> tuple[np.ndarray, np.ndarray]:
     """The range of (γ-discounted) returns of ``remaining`` steps with per-step rewards in
-    ``[reward_low, reward_high]``: ``[min(0, r_low)·G, max(0, r_high)·G]``, ``G = Σ_{j<h} γ^j``
-    (``h`` steps; ``remaining=None``: infinitely many, ``G = 1/(1-γ)``, unbounded at γ = 1).
-    The feasible range below, and the bounds :mod:`recsys_exp.offline.fqe` clips its values to."""
-    if remaining is None:
-        total = np.inf if gamma >= 1.0 else 1.0 / (1.0 - gamma)
-    else:
-        h = np.maximum(np.asarray(remaining, np.float64), 0.0)
-        total = h if gamma == 1.0 else (1.0 - gamma ** h) / (1.0 - gamma)
+    ``[reward_low, reward_high]``: ``[min(0, r_low)·G, max(0, r_high)·G]``, ``G`` =
+    :func:`discount_sum` of ``remaining`` (None: infinitely many steps, unbounded at γ = 1).
+    The feasible range below, and the bounds :mod:`recsys_exp.offline.fqe` clips its targets to."""
+    total = discount_sum(gamma, remaining)
     with np.errstate(invalid="ignore"):  # 0 * inf -> 0: a zero reward bound stays 0
         low = np.nan_to_num(min(0.0, reward_low) * np.asarray(total), nan=0.0, neginf=-np.inf)
         high = np.nan_to_num(max(0.0, reward_high) * np.asarray(total), nan=0.0, posinf=np.inf)
@@ -128,11 +133,13 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str 
                            f"{ESS_MIN_SHARE:.0%} of the sessions)): a few sessions decide the estimate and its CI")
         notes.append(f"ESS {ess:.1f} of {n} sessions")
     weights_ok, weight_note = _mean_weight_check(estimate)
-    if weight_note:  # "not 1" is a fault only for the unnormalised estimators (the others rescale or shrink)
-        notes.append(weight_note if name in UNNORMALISED else weight_note.split(", not 1")[0])
-    if name in UNNORMALISED and not weights_ok:
-        return False, (f"{weight_note}: the logs hold too few of the sessions the target would have, so the "
-                       f"estimate is biased{' low' if estimate['mean_weight'][0] < 1 else ''}")
+    unnormalised_fault = name in UNNORMALISED and not weights_ok  # the others rescale or shrink their weights
+    if weight_note:
+        notes.append(weight_note)
+    if unnormalised_fault:
+        direction = " low" if estimate["mean_weight"][0] < 1 else ""
+        return False, (f"{weight_note}, not 1 ± {MEAN_WEIGHT_TOL:g}: the logs hold too few of the sessions the "
+                       f"target would have, so the estimate is biased{direction}")
     if leans_on_model:
         model_ok, model_note = _model_check(estimate, fqe)
         if not model_ok:
@@ -143,15 +150,15 @@ def judge(estimate: Mapping[str, Any], feasible: tuple[float, float], name: str 
 
 
 def _mean_weight_check(estimate: Mapping[str, Any]) -> tuple[bool, str]:
-    """(ok, note): whether the 95% interval of the mean final importance weight reaches 1 ± MEAN_WEIGHT_TOL."""
+    """(ok, note): whether the 95% interval of the mean final importance weight reaches 1 ± MEAN_WEIGHT_TOL,
+    and the weight's mean and interval as a note."""
     mean_weight = estimate.get("mean_weight")
     if mean_weight is None:
         return True, ""
     mean, low, high = mean_weight
     ok = not (math.isfinite(low) and math.isfinite(high)) or (low <= 1.0 + MEAN_WEIGHT_TOL
                                                               and high >= 1.0 - MEAN_WEIGHT_TOL)
-    return ok, (f"mean importance weight {mean:.3g} [{low:.3g}, {high:.3g}]"
-                f"{'' if ok else f', not 1 ± {MEAN_WEIGHT_TOL:g}'}")
+    return ok, f"mean importance weight {mean:.3g} [{low:.3g}, {high:.3g}]"
 
 
 def _model_check(estimate: Mapping[str, Any], fqe: Mapping[str, Any] | None) -> tuple[bool, str]:
