@@ -33,7 +33,7 @@ from recsys_exp.algorithms.cql import (
     slate_cql_terms,
 )
 from recsys_exp.envs.layout import slate_layout
-from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, slate_values
+from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, choice_probabilities, slate_values
 from recsys_exp.algorithms.slates import all_ordered_slates as all_slates
 from recsys_exp.algorithms.slateq.slateq import SlateQ, SlateQConfig
 from recsys_exp.envs import make_vector_env
@@ -371,3 +371,46 @@ def test_validate_rejects_zero_slate_counts(key):
     config = slateq_config(CQLSlateQConfig, layout, **{key: 0})
     with pytest.raises(ValueError, match=key):
         config.validate()
+
+
+def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return():
+    """``targets=monte_carlo``: the loss is mean((Q̄(s, consumed) + h(t) − y)²) with y = G for a finished
+    session and y = G + γⁿ·(V_target(o_T) + h(t + n)) for a running one. h is set by hand to
+    h(t) = 2 + 3·t/100 (one ReLU unit); Q̄ and V_target come from the module's own networks."""
+    layout, batch = env_batch(num_envs=8, steps=2, seed=3)
+    learner = build(slateq_config(SlateQConfig, layout, targets="monte_carlo", double_q=False, gamma=0.9))
+    m = learner.module[MID]
+    with torch.no_grad():
+        for p in m.session_baseline.parameters():
+            p.zero_()
+        m.session_baseline[0].weight[0, 0] = 1.0
+        m.session_baseline[2].weight[0, 0] = 3.0
+        m.session_baseline[2].bias.fill_(2.0)
+    b = batch["rewards"].shape[0]
+    g = torch.Generator().manual_seed(0)
+    batch.update({"session_step": torch.randint(0, 50, (b,), generator=g),
+                  "n_step": torch.randint(1, 30, (b,), generator=g),
+                  "rewards": torch.rand(b, generator=g) * 100.0,
+                  "terminateds": torch.arange(b) % 2 == 0})
+    batch["next_obs_1"] = batch["new_obs"]  # o_{t+1}: whose response says what was consumed
+
+    with torch.no_grad():
+        before = {k: v.clone() for k, v in m.state_dict().items() if k.startswith("feature_")}
+        total = loss_of(learner, batch)  # forward with the old input statistics, bootstrap with refreshed ones
+        _, v_next = m.best_slate(batch["new_obs"], m._target_q_net)
+        m.load_state_dict({**m.state_dict(), **before})
+        q, q_null = m.item_values(batch["obs"])
+        clicks = m.clicks(batch["new_obs"])
+        slates = m.slates_from_actions(batch["actions"])
+        taken = torch.where(clicks.sum(-1) > 0, q.gather(1, slates.gather(1, clicks.argmax(-1, keepdim=True)))[:, 0],
+                            q_null)
+        h = lambda t: 2.0 + 3.0 * t.float() / 100.0  # noqa: E731
+        running = (~batch["terminateds"]).float()
+        y = batch["rewards"] + 0.9 ** batch["n_step"].float() * running * (v_next + h(batch["session_step"]
+                                                                                          + batch["n_step"]))
+        q_loss = (taken + h(batch["session_step"]) - y).pow(2).mean()
+        logits, null_logit = m.choice_logits(batch["obs"])
+        probs = choice_probabilities(logits, null_logit, m.choice.position_bias, slates[:, None, :])[:, 0]
+        slot = torch.where(clicks.sum(-1) > 0, clicks.argmax(-1), torch.full((b,), K))
+        choice_loss = -probs.gather(1, slot[:, None]).log().mean()
+    assert torch.isclose(total, q_loss + choice_loss, rtol=1e-5), (total, q_loss + choice_loss)

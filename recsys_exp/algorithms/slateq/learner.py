@@ -5,6 +5,11 @@ For a replayed step (s, A, r, s') where the user clicked slot k (item a_k) or no
     y = r_t + … + γⁿ⁻¹r_{t+n−1} + γⁿ·(1 − terminated)·max_{A'} Σ_{i ∈ A' ∪ {⊥}} P(i | s', A')·Q̄_target(s', i)
     L_Q = ℓ(Q̄(s, a_k or ⊥) − y)        (ℓ = MSE or Huber, weighted by PER importance weights)
 
+With ``targets=monte_carlo`` the replay buffer sums the rewards to the end of the stored session
+(n = its remaining steps; nothing to bootstrap once the session has ended: :mod:`.replay`), and
+the regressed value is Q̄(s, a_k or ⊥) + h(t), with the module's session baseline h of the step index t
+(bootstrapped values at T get h(T) too); h is common to all outcomes of a step, so it cannot change
+which slate is best.
 Only the consumed item's value (or the no-click value) is regressed, as in the paper's
 SlateQ-QL update (Ie et al. 2019, Eq. 7). The max over A' uses the slate optimiser under the
 current choice model; with ``double_q`` the online network picks A' and the target network
@@ -21,7 +26,7 @@ from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.metrics import TD_ERROR_KEY
 
-from recsys_exp.algorithms.slateq.replay import NEXT_OBS_1
+from recsys_exp.algorithms.slateq.replay import NEXT_OBS_1, SESSION_STEP
 from recsys_exp.algorithms.slateq.slate_value import choice_probabilities, slate_values
 
 
@@ -30,9 +35,11 @@ class SlateQLearner(DQNTorchLearner):
 
     def configure_optimizers_for_module(self, module_id, config=None):
         module = self._module[module_id]
-        self.register_optimizer(module_id=module_id, optimizer_name="q",
-                                optimizer=torch.optim.Adam(module.q_net.parameters()),
-                                params=self.get_parameters(module.q_net), lr_or_lr_schedule=config.lr)
+        q_params = self.get_parameters(module.q_net)
+        if hasattr(module, "session_baseline"):
+            q_params = q_params + self.get_parameters(module.session_baseline)
+        self.register_optimizer(module_id=module_id, optimizer_name="q", optimizer=torch.optim.Adam(q_params),
+                                params=q_params, lr_or_lr_schedule=config.lr)
         self.register_optimizer(module_id=module_id, optimizer_name="choice",
                                 optimizer=torch.optim.Adam(module.choice.parameters()),
                                 params=self.get_parameters(module.choice), lr_or_lr_schedule=config.choice_lr)
@@ -58,6 +65,12 @@ class SlateQLearner(DQNTorchLearner):
         q_items, q_null = fwd_out["q_items"], fwd_out["q_null"]
         item = slates.gather(1, slot.clamp_max(m.slate_size - 1)[:, None])[:, 0]
         q_taken = torch.where(clicked, q_items.gather(1, item[:, None])[:, 0], q_null)
+        session_step = batch.get(SESSION_STEP)
+        if session_step is not None and hasattr(m, "session_baseline"):
+            # Monte Carlo rows: regress Q̄ + h(t) on the return to go (module docstring).
+            baseline = m.baseline(session_step)
+            q_taken = q_taken + baseline
+            self.metrics.log_value((module_id, "session_baseline_mean"), baseline.mean().item(), window=50)
 
         with torch.no_grad():
             target_q, target_q_null = m.item_values(next_obs, m._target_q_net)
@@ -73,6 +86,8 @@ class SlateQLearner(DQNTorchLearner):
             n_step = batch.get("n_step", torch.ones_like(next_value))
             discount = config.gamma ** n_step.float()
             done = batch[Columns.TERMINATEDS].float()
+            if session_step is not None and hasattr(m, "session_baseline"):
+                next_value = next_value + m.baseline(session_step + n_step)  # a running session's rest, at T
             target = batch[Columns.REWARDS].float() + discount * (1.0 - done) * next_value
 
         td_error = q_taken - target

@@ -6,6 +6,11 @@
   features are standardised with running statistics (buffers the learner updates from each
   replayed batch): RecSim features can vary over a tiny range (the tutorial's satisfaction
   stays within 0.43–0.57), which an MLP on raw inputs resolves only slowly.
+* With ``targets=monte_carlo``, a session baseline h(t): a small MLP of the step index t that the
+  learner adds to every value it regresses on a return to go, Q̄(s, i) + h(t). A Monte Carlo return
+  depends on how much of the session is left, which the observation need not show; h(t) takes that
+  part out of the regression residual. It shifts every item and ⊥ of a step alike, so it never
+  changes which slate is best, and acting does not use it.
 * Choice model (:class:`ChoiceModel`): multinomial logit with item logits
   ℓ(s, i) = userᵀ W doc_i + wᵀdoc_i + c (W low-rank, P_uᵀP_d, when ``model.embedding_size`` is
   set), a no-click logit ℓ_⊥(s) = w_⊥ᵀuser + c_⊥ and position biases β_k, fitted to the
@@ -26,6 +31,7 @@ from recsys_exp.algorithms.common import SlatePolicyModule
 from recsys_exp.algorithms.slateq.slate_value import optimize_slate, resolve_optimizer
 from recsys_exp.algorithms.slates import all_ordered_slates
 
+SESSION_STEP_SCALE = 100.0  # h(t) reads t / 100: RecSim sessions last tens to a few hundred steps
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "swish": nn.SiLU, "silu": nn.SiLU, "elu": nn.ELU,
                "linear": nn.Identity}
 
@@ -76,6 +82,9 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         self.register_buffer("feature_mean", torch.zeros(u + d))
         self.register_buffer("feature_var", torch.ones(u + d))
         self.register_buffer("feature_count", torch.zeros(()))
+        if mc.get("session_baseline"):
+            # h(t): the part of a Monte Carlo return explained by the step of the session alone (.learner).
+            self.session_baseline = mlp(1, [32], "relu", 1)
         self.choice = ChoiceModel(u, d, self.slate_size, mc.get("embedding_size"))
         self.slate_optimizer = resolve_optimizer(mc["slate_optimizer"], self.num_candidates, self.slate_size)
         # The enumeration for the exact optimiser, built once (a buffer would be checkpointed).
@@ -113,6 +122,10 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         x = torch.cat([torch.cat([features, null], 1), flag], dim=-1)
         q = net(x)[..., 0]
         return q[:, :n], q[:, n]
+
+    def baseline(self, session_step: torch.Tensor) -> torch.Tensor:
+        """h(t) (B,) for session steps t (B,): a shift common to every item and ⊥ at step t."""
+        return self.session_baseline(session_step.float()[:, None] / SESSION_STEP_SCALE)[:, 0]
 
     def choice_logits(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Item logits (B, N) and no-click logit (B,) of the learned choice model."""

@@ -4,7 +4,9 @@ SlateQ reuses DQN's training step as is: vectorised sampling, RLlib's (prioritis
 replay buffer, n-step sampling, ``training_intensity``, the epsilon schedule and target-network
 syncs. What differs is the module (:mod:`.module`: item values, choice model, slate optimiser)
 and the loss (:mod:`.learner`). Settings beyond DQN's: ``slate_optimizer`` (auto | exact |
-top_k | greedy, :mod:`.slate_value`) and ``choice_lr``.
+top_k | greedy, :mod:`.slate_value`), ``choice_lr``, ``clipped_double_q`` and ``targets``: ``td``
+(1- or n-step Q-learning targets) or ``monte_carlo`` (each replayed step's return to the end of its
+session, bootstrapped only where the session is still running: :mod:`.replay`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from ray.rllib.utils.serialization import deserialize_type
 
 from recsys_exp.algorithms.slateq.learner import SlateQLearner
 from recsys_exp.algorithms.slateq.module import SlateQModule
+from recsys_exp.algorithms.slateq.replay import SlateQEpisodeReplayBuffer
 from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, OPTIMIZERS
 from recsys_exp.algorithms.slates import num_ordered_slates
+
+TARGETS = ("td", "monte_carlo")
 
 
 class SlateQConfig(DQNConfig):
@@ -29,6 +34,7 @@ class SlateQConfig(DQNConfig):
         self.slate_optimizer = "auto"
         self.choice_lr = 1e-2
         self.clipped_double_q = False
+        self.targets = "td"
         self.lr = 1e-3
         self.gamma = 0.99
         self.double_q = True
@@ -43,9 +49,11 @@ class SlateQConfig(DQNConfig):
         self.rollout_fragment_length = 4
 
     def training(self, *, slate_optimizer=NotProvided, choice_lr=NotProvided, clipped_double_q=NotProvided,
-                 **kwargs):
+                 targets=NotProvided, **kwargs):
         """SlateQ settings on top of ``DQNConfig.training``."""
         super().training(**kwargs)
+        if targets is not NotProvided:
+            self.targets = targets
         if clipped_double_q is not NotProvided:
             self.clipped_double_q = clipped_double_q
         if slate_optimizer is not NotProvided:
@@ -56,12 +64,24 @@ class SlateQConfig(DQNConfig):
 
     @property
     def _model_config_auto_includes(self):
-        return super()._model_config_auto_includes | {"slate_optimizer": self.slate_optimizer}
+        return super()._model_config_auto_includes | {"slate_optimizer": self.slate_optimizer,
+                                                      "session_baseline": self.targets == "monte_carlo"}
 
     def validate(self):
         super().validate()
         if self.slate_optimizer not in OPTIMIZERS:
             self._value_error(f"slate_optimizer={self.slate_optimizer!r}: allowed {', '.join(OPTIMIZERS)}")
+        if self.targets not in TARGETS:
+            self._value_error(f"targets={self.targets!r}: allowed {', '.join(TARGETS)}")
+        if self.targets == "monte_carlo":
+            if self.n_step != 1:
+                self._value_error("targets=monte_carlo sums each session to its end: n_step must be 1, "
+                                  f"not {self.n_step}")
+            buffer = self.replay_buffer_config.get("type")
+            buffer_class = deserialize_type(buffer) if isinstance(buffer, str) and "." in buffer else buffer
+            if not (isinstance(buffer_class, type) and issubclass(buffer_class, SlateQEpisodeReplayBuffer)):
+                self._value_error("targets=monte_carlo needs replay_buffer_config.type="
+                                  f"recsys_exp.algorithms.slateq.replay.SlateQEpisodeReplayBuffer, not {buffer!r}")
         layout = self.model_config.get("slate_layout")
         if self.slate_optimizer == "exact" and layout:
             n, k = layout["doc"][1], layout["click"][1]
@@ -94,4 +114,6 @@ class SlateQ(DQN):
             return super()._create_local_replay_buffer_if_necessary(config)
         if issubclass(buffer_type, EpisodeReplayBuffer):
             buffer_config["metrics_num_episodes_for_smoothing"] = self.config.metrics_num_episodes_for_smoothing
+        if self.config.targets == "monte_carlo":
+            buffer_config["returns_to_end"] = True
         return buffer_type(**buffer_config)
