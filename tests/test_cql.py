@@ -375,8 +375,9 @@ def test_validate_rejects_zero_slate_counts(key):
 
 def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return():
     """``targets=monte_carlo``: the loss is mean((Q̄(s, consumed) + h(t) − y)²) with y = G for a finished
-    session and y = G + γⁿ·(V_target(o_T) + h(t + n)) for a running one. h is set by hand to
-    h(t) = 2 + 3·t/100 (one ReLU unit); Q̄ and V_target come from the module's own networks."""
+    session and y = G + γⁿ·(V_target(o_T) + h(t + n)) for a running one. h's network is set by hand to
+    2 + 3·t/100 (one ReLU unit), in units of the value scale σ (1 before the first batch, the std of its
+    returns after); Q̄ and V_target come from the module's own networks."""
     layout, batch = env_batch(num_envs=8, steps=2, seed=3)
     learner = build(slateq_config(SlateQConfig, layout, targets="monte_carlo", double_q=False, gamma=0.9))
     m = learner.module[MID]
@@ -395,9 +396,11 @@ def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return(
     batch["next_obs_1"] = batch["new_obs"]  # o_{t+1}: whose response says what was consumed
 
     with torch.no_grad():
-        before = {k: v.clone() for k, v in m.state_dict().items() if k.startswith("feature_")}
-        total = loss_of(learner, batch)  # forward with the old input statistics, bootstrap with refreshed ones
+        before = {k: v.clone() for k, v in m.state_dict().items() if k.startswith(("feature_", "return_"))}
+        # forward with the old input and return statistics, bootstrap with the ones refreshed by the batch
+        total = loss_of(learner, batch)
         _, v_next = m.best_slate(batch["new_obs"], m._target_q_net)
+        mean_after = m.return_mean.item()
         m.load_state_dict({**m.state_dict(), **before})
         q, q_null = m.item_values(batch["obs"])
         clicks = m.clicks(batch["new_obs"])
@@ -405,9 +408,12 @@ def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return(
         taken = torch.where(clicks.sum(-1) > 0, q.gather(1, slates.gather(1, clicks.argmax(-1, keepdim=True)))[:, 0],
                             q_null)
         h = lambda t: 2.0 + 3.0 * t.float() / 100.0  # noqa: E731
+        # the value scale after the first batch: its returns' std (population) and mean, in closed form
+        sigma = batch["rewards"].double().std(unbiased=False).item() + 1e-6
+        assert np.isclose(mean_after, batch["rewards"].double().mean().item(), rtol=1e-5)
         running = (~batch["terminateds"]).float()
-        y = batch["rewards"] + 0.9 ** batch["n_step"].float() * running * (v_next + h(batch["session_step"]
-                                                                                          + batch["n_step"]))
+        y = batch["rewards"] + 0.9 ** batch["n_step"].float() * running * (v_next + sigma * h(batch["session_step"]
+                                                                                                  + batch["n_step"]))
         q_loss = (taken + h(batch["session_step"]) - y).pow(2).mean()
         logits, null_logit = m.choice_logits(batch["obs"])
         probs = choice_probabilities(logits, null_logit, m.choice.position_bias, slates[:, None, :])[:, 0]

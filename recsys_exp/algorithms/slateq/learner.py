@@ -67,9 +67,11 @@ class SlateQLearner(DQNTorchLearner):
         q_taken = torch.where(clicked, q_items.gather(1, item[:, None])[:, 0], q_null)
         session_step = batch.get(SESSION_STEP)
         if session_step is not None and hasattr(m, "session_baseline"):
-            # Monte Carlo rows: regress Q̄ + h(t) on the return to go (module docstring).
+            # Monte Carlo rows: regress Q̄ + h(t) on the return to go (module docstring); the value
+            # scale then follows the batch's returns (from the bootstrap below and the next forward pass).
             baseline = m.baseline(session_step)
             q_taken = q_taken + baseline
+            m.update_return_statistics(batch[Columns.REWARDS])
             self.metrics.log_value((module_id, "session_baseline_mean"), baseline.mean().item(), window=50)
 
         with torch.no_grad():

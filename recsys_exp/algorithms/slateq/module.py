@@ -10,7 +10,12 @@
   learner adds to every value it regresses on a return to go, Q̄(s, i) + h(t). A Monte Carlo return
   depends on how much of the session is left, which the observation need not show; h(t) takes that
   part out of the regression residual. It shifts every item and ⊥ of a step alike, so it never
-  changes which slate is best, and acting does not use it.
+  changes which slate is best, and acting does not use it. The networks' outputs are also put in the
+  returns' units, Q̄ = σ·net + μ with μ, σ the running mean and standard deviation of the regressed
+  returns (target normalisation as in PopArt, van Hasselt et al. 2016, without its output-preserving
+  step: Monte Carlo targets do not chase the network). Adam moves a weight by about ``lr`` per update
+  whatever the loss's scale, so an unscaled network needs thousands of updates to reach returns of
+  ~1000 (Long-Term Satisfaction) and ranks items by noise until then; σ and μ change no slate's rank.
 * Choice model (:class:`ChoiceModel`): multinomial logit with item logits
   ℓ(s, i) = userᵀ W doc_i + wᵀdoc_i + c (W low-rank, P_uᵀP_d, when ``model.embedding_size`` is
   set), a no-click logit ℓ_⊥(s) = w_⊥ᵀuser + c_⊥ and position biases β_k, fitted to the
@@ -85,6 +90,10 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         if mc.get("session_baseline"):
             # h(t): the part of a Monte Carlo return explained by the step of the session alone (.learner).
             self.session_baseline = mlp(1, [32], "relu", 1)
+            # Running mean / variance of the regressed returns: the networks' outputs are in their units.
+            self.register_buffer("return_mean", torch.zeros(()))
+            self.register_buffer("return_var", torch.ones(()))
+            self.register_buffer("return_count", torch.zeros(()))
         self.choice = ChoiceModel(u, d, self.slate_size, mc.get("embedding_size"))
         self.slate_optimizer = resolve_optimizer(mc["slate_optimizer"], self.num_candidates, self.slate_size)
         # The enumeration for the exact optimiser, built once (a buffer would be checkpointed).
@@ -107,6 +116,23 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         self.feature_mean.add_(delta * n / total)
         self.feature_count.copy_(total)
 
+    @torch.no_grad()
+    def update_return_statistics(self, returns: torch.Tensor) -> None:
+        """Merge a batch of regressed returns (B,) into the running mean / variance of the value scale."""
+        n, mean, var = returns.numel(), returns.float().mean(), returns.float().var(unbiased=False)
+        total = self.return_count + n
+        delta = mean - self.return_mean
+        self.return_var.copy_((self.return_var * self.return_count + var * n
+                               + delta.pow(2) * self.return_count * n / total) / total)
+        self.return_mean.add_(delta * n / total)
+        self.return_count.copy_(total)
+
+    def _value_scale(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(σ, μ): Q̄ = σ·net + μ with ``targets=monte_carlo`` (the returns' running std and mean), else (1, 0)."""
+        if not hasattr(self, "return_count") or self.return_count == 0:
+            return 1.0, 0.0
+        return self.return_var.sqrt() + 1e-6, self.return_mean
+
     def _standardize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.feature_mean) / (self.feature_var.sqrt() + 1e-6) if self.feature_count > 0 else x
 
@@ -120,12 +146,14 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         flag = torch.zeros(b, n + 1, 1)
         flag[:, n] = 1.0
         x = torch.cat([torch.cat([features, null], 1), flag], dim=-1)
-        q = net(x)[..., 0]
+        scale, shift = self._value_scale()
+        q = scale * net(x)[..., 0] + shift
         return q[:, :n], q[:, n]
 
     def baseline(self, session_step: torch.Tensor) -> torch.Tensor:
         """h(t) (B,) for session steps t (B,): a shift common to every item and ⊥ at step t."""
-        return self.session_baseline(session_step.float()[:, None] / SESSION_STEP_SCALE)[:, 0]
+        scale, _ = self._value_scale()
+        return scale * self.session_baseline(session_step.float()[:, None] / SESSION_STEP_SCALE)[:, 0]
 
     def choice_logits(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Item logits (B, N) and no-click logit (B,) of the learned choice model."""
