@@ -43,7 +43,9 @@ def run_one(algo: str, seed: int, args) -> dict | None:
     if summary_path.exists() and not args.fresh:
         return json.loads(summary_path.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "recsys_exp", PRESET, f"algo={algo}", f"seed={seed}",
+    # SlateQ with one-step targets, as when the table was measured (its default until targets=monte_carlo)
+    pin = ["algo.training.targets=td", "algo.training.gamma=0.99", "algo.training.lr=0.001"] if algo == "slateq" else []
+    cmd = [sys.executable, "-m", "recsys_exp", PRESET, f"algo={algo}", *pin, f"seed={seed}",
            f"stop.timesteps={BUDGETS[algo]}", f"eval.episodes={args.eval_episodes}", "logger.mode=disabled",
            "progress=false", "checkpoint.frequency=0", f"hydra.run.dir={run_dir}"]
     start = time.time()

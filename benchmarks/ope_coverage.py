@@ -72,6 +72,8 @@ OPE_SOURCES = ("offline/fqe.py", "offline/ope.py", "offline/verdict.py", "offlin
                "runner/policy.py", "algorithms/policy_adapters.py")
 ESS_SHARE_CHECK = 0.05  # "Done when": DR within 10% wherever its ESS exceeds 5% of the sessions
 COVERAGE_TARGET = 0.85
+# The target SlateQ as when the study was measured: one-step targets (the default until targets=monte_carlo)
+SLATEQ_AS_MEASURED = ["algo.training.targets=td", "algo.training.gamma=0.99", "algo.training.lr=0.001"]
 REL_ERR_TARGET = 0.10
 
 
@@ -87,7 +89,8 @@ def train_policy(cache: Path, env: str, algo: str, steps: int) -> Path:
     run_dir = cache / env / "policies" / f"{algo}_{steps}"
     if not (run_dir / "checkpoints" / "last").exists():
         log(f"train {algo} on {env} ({steps:,} steps) -> {run_dir}")
-        result = recsys_exp.run([*env_overrides(env), f"algo={algo}", f"stop.timesteps={steps}", "seed=0",
+        pin = SLATEQ_AS_MEASURED if algo == "slateq" else []
+        result = recsys_exp.run([*env_overrides(env), f"algo={algo}", *pin, f"stop.timesteps={steps}", "seed=0",
                                  "logger.mode=disabled", "progress=false", "eval.episodes=100"], run_dir=run_dir)
         if result.status != "completed" or not (run_dir / "checkpoints" / "last").exists():
             raise RuntimeError(f"training {algo} on {env} ended {result.status}: see {run_dir}")

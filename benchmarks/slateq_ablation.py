@@ -45,13 +45,15 @@ ENVS = {
 }
 
 # variant -> overrides (on top of algo=slateq unless they set algo=...); "default" is the bare algo=slateq
-# (gamma 0.99, target sync every 2000 env steps, lr 1e-3, batch 256, 1-step targets, uniform replay).
+# (Monte Carlo targets, gamma 1, lr 3e-4); "td" the bare algo=slateq before it (gamma 0.99, target sync
+# every 2000 env steps, lr 1e-3, batch 256, 1-step targets, uniform replay), which the others change.
 VARIANTS = {
     # myopic references (no learning of long-term effects); greedy trains 2k steps, lin_ucb 50k
     "greedy": ["algo=greedy"],
     "lin_ucb": ["algo=lin_ucb"],
-    # the bare default and single-setting changes from the pre-issue-17 default
+    # the bare default (Monte Carlo targets, gamma 1, lr 3e-4) and the one-step default before it
     "default": [],
+    "td": [],
     "gamma0.9": ["algo.training.gamma=0.9"],
     "gamma0.95": ["algo.training.gamma=0.95"],
     "gamma0.995": ["algo.training.gamma=0.995"],
@@ -85,6 +87,10 @@ VARIANTS = {
     "steady": ["algo=slateq_steady"],
 }
 BASELINE_BUDGET = {"greedy": 2_000, "lin_ucb": 50_000}
+# The variants below "td" change one setting of the one-step SlateQ that was the default until
+# targets=monte_carlo became it: they run on top of these overrides.
+TD_BASE = ["algo.training.targets=td", "algo.training.gamma=0.99", "algo.training.lr=0.001"]
+NOT_TD = {"greedy", "lin_ucb", "default", "steady"}
 
 
 def budget(variant: str, env: str) -> int:
@@ -95,6 +101,8 @@ def overrides(variant: str, env: str, seed: int, eval_episodes: int, run_dir: Pa
     spec = VARIANTS[variant]
     algo = [o for o in spec if o.startswith("algo=")] or ["algo=slateq"]
     rest = [o for o in spec if not o.startswith("algo=")]
+    if variant not in NOT_TD:
+        rest = [o for o in TD_BASE if o.split("=")[0] not in {r.split("=")[0] for r in rest}] + rest
     if variant == "greedy":
         rest += ENVS[env][3]
     return [*algo, *ENVS[env][1], f"seed={seed}", f"stop.timesteps={budget(variant, env)}",

@@ -304,7 +304,8 @@ def test_team_preset_on_searchpath(tmp_path):
     assert cfg["seed"] == 1234
     assert cfg["eval"]["episodes"] == 17
     assert cfg["algo"]["training"]["lr"] == pytest.approx(0.00042)
-    assert cfg["algo"]["training"]["gamma"] == pytest.approx(0.99)  # the rest of algo/slateq stays
+    slateq_yaml = yaml.safe_load((CONF / "algo" / "slateq.yaml").read_text())
+    assert cfg["algo"]["training"]["gamma"] == slateq_yaml["training"]["gamma"]  # the rest of algo/slateq stays
     assert cfg["env"]["name"] == "long_term_satisfaction"
     assert cfg["model"]["hidden_sizes"] == [64, 64]
     # The printed config is a complete, valid job config.

@@ -420,3 +420,20 @@ def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return(
         slot = torch.where(clicks.sum(-1) > 0, clicks.argmax(-1), torch.full((b,), K))
         choice_loss = -probs.gather(1, slot[:, None]).log().mean()
     assert torch.isclose(total, q_loss + choice_loss, rtol=1e-5), (total, q_loss + choice_loss)
+
+
+@pytest.mark.parametrize("training, message", [
+    ({"targets": "sarsa"}, "targets='sarsa': allowed td, monte_carlo"),
+    ({"targets": "monte_carlo", "n_step": 3}, "n_step must be 1"),
+    ({"targets": "monte_carlo", "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 1000}},
+     "needs replay_buffer_config.type"),
+])
+def test_slateq_validate_rejects_targets_it_cannot_build(training, message):
+    """SlateQ's ``targets``: an unknown name, n-step rows and a buffer without returns to the end are
+    rejected by validate() with a message naming the setting (before any training)."""
+    layout, _ = env_batch(num_envs=1, steps=1)
+    config = slateq_config(SlateQConfig, layout, targets="monte_carlo")
+    config.validate()  # valid as built
+    config.training(**training)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        config.validate()

@@ -87,9 +87,11 @@ def test_apply_params_changes_only_a_copy():
     from recsys_exp.config.search_space import apply_params
 
     c = compose_config("tune=slateq_asha")
+    lr, hidden = c["algo"]["training"]["lr"], list(c["model"]["hidden_sizes"])
+    assert lr != 0.5 and hidden != [8]
     out = apply_params(c, {"algo.training.lr": 0.5, "model.hidden_sizes": [8]})
     assert out["algo"]["training"]["lr"] == 0.5 and out["model"]["hidden_sizes"] == [8]
-    assert c["algo"]["training"]["lr"] == 0.001 and c["model"]["hidden_sizes"] == [64, 64]
+    assert c["algo"]["training"]["lr"] == lr and c["model"]["hidden_sizes"] == hidden
 
 
 def test_command_line_search_space_composes():

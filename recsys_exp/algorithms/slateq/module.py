@@ -118,7 +118,8 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
 
     @torch.no_grad()
     def update_return_statistics(self, returns: torch.Tensor) -> None:
-        """Merge a batch of regressed returns (B,) into the running mean / variance of the value scale."""
+        """Merge a batch of replayed returns to go (B,; a running session's: its rewards so far) into the
+        running mean / variance of the value scale."""
         n, mean, var = returns.numel(), returns.float().mean(), returns.float().var(unbiased=False)
         total = self.return_count + n
         delta = mean - self.return_mean
