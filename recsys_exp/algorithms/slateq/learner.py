@@ -65,8 +65,8 @@ class SlateQLearner(DQNTorchLearner):
         q_items, q_null = fwd_out["q_items"], fwd_out["q_null"]
         item = slates.gather(1, slot.clamp_max(m.slate_size - 1)[:, None])[:, 0]
         q_taken = torch.where(clicked, q_items.gather(1, item[:, None])[:, 0], q_null)
-        session_step = batch.get(SESSION_STEP)
-        if session_step is not None and hasattr(m, "session_baseline"):
+        session_step = batch.get(SESSION_STEP) if hasattr(m, "session_baseline") else None
+        if session_step is not None:
             # Monte Carlo rows: regress Q̄ + h(t) on the return to go (module docstring); the value
             # scale then follows the batch's returns (from the bootstrap below and the next forward pass).
             baseline = m.baseline(session_step)
@@ -88,7 +88,7 @@ class SlateQLearner(DQNTorchLearner):
             n_step = batch.get("n_step", torch.ones_like(next_value))
             discount = config.gamma ** n_step.float()
             done = batch[Columns.TERMINATEDS].float()
-            if session_step is not None and hasattr(m, "session_baseline"):
+            if session_step is not None:
                 next_value = next_value + m.baseline(session_step + n_step)  # a running session's rest, at T
             target = batch[Columns.REWARDS].float() + discount * (1.0 - done) * next_value
 

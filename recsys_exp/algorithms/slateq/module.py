@@ -41,6 +41,18 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "swish": nn.SiLU, "silu": nn.Si
                "linear": nn.Identity}
 
 
+@torch.no_grad()
+def merge_moments(mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor, rows: torch.Tensor) -> None:
+    """Merge the moments of ``rows`` (B, ...) over their first axis into the running ``mean``, ``var``
+    (population) and ``count`` buffers, in place (Chan, Golub & LeVeque's parallel formula)."""
+    n, batch_mean, batch_var = rows.shape[0], rows.mean(0), rows.var(0, unbiased=False)
+    total = count + n
+    delta = batch_mean - mean
+    var.copy_((var * count + batch_var * n + delta.pow(2) * count * n / total) / total)
+    mean.add_(delta * n / total)
+    count.copy_(total)
+
+
 def mlp(in_dim: int, hidden_sizes: list[int], activation: str, out_dim: int) -> nn.Sequential:
     """A fully connected network in_dim -> hidden_sizes -> out_dim (no output activation)."""
     layers: list[nn.Module] = []
@@ -104,29 +116,17 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
     @torch.no_grad()
     def update_feature_statistics(self, obs: torch.Tensor) -> None:
         """Merge a batch's user and doc feature moments into the running mean / variance
-        (Chan et al.'s parallel formula; every candidate row counts once for the doc part)."""
+        (:func:`merge_moments`; every candidate row counts once for the doc part)."""
         user, docs = self.user(obs), self.docs(obs)
         rows = torch.cat([user[:, None, :].expand(-1, docs.shape[1], -1), docs], -1).reshape(-1, user.shape[-1]
                                                                                               + docs.shape[-1])
-        n, mean, var = rows.shape[0], rows.mean(0), rows.var(0, unbiased=False)
-        total = self.feature_count + n
-        delta = mean - self.feature_mean
-        self.feature_var.copy_((self.feature_var * self.feature_count + var * n
-                                + delta.pow(2) * self.feature_count * n / total) / total)
-        self.feature_mean.add_(delta * n / total)
-        self.feature_count.copy_(total)
+        merge_moments(self.feature_mean, self.feature_var, self.feature_count, rows)
 
     @torch.no_grad()
     def update_return_statistics(self, returns: torch.Tensor) -> None:
         """Merge a batch of replayed returns to go (B,; a running session's: its rewards so far) into the
         running mean / variance of the value scale."""
-        n, mean, var = returns.numel(), returns.float().mean(), returns.float().var(unbiased=False)
-        total = self.return_count + n
-        delta = mean - self.return_mean
-        self.return_var.copy_((self.return_var * self.return_count + var * n
-                               + delta.pow(2) * self.return_count * n / total) / total)
-        self.return_mean.add_(delta * n / total)
-        self.return_count.copy_(total)
+        merge_moments(self.return_mean, self.return_var, self.return_count, returns.float())
 
     def _value_scale(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """(σ, μ): Q̄ = σ·net + μ with ``targets=monte_carlo`` (the returns' running std and mean), else (1, 0)."""

@@ -23,6 +23,8 @@ changes the session's length, which a one-step target r + γ·V(s') cannot see (
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.signal
 from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
@@ -37,6 +39,18 @@ def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
     return scipy.signal.lfilter([1.0], [1.0, -gamma], np.asarray(rewards, np.float64)[::-1])[::-1]
 
 
+class _SessionEnd(NamedTuple):
+    """What the Monte Carlo rows of one stored episode share: its stored length, returns to go (one per
+    step), last observation, end flags, and the gamma the returns were summed with."""
+
+    length: int
+    returns: np.ndarray
+    last_obs: np.ndarray
+    terminated: bool
+    truncated: bool
+    gamma: float
+
+
 class _OneStepNextObservation:
     """Mixin over an RLlib episode replay buffer: every sampled multi-step row gets o_{t+1}; with
     ``returns_to_end`` the 1-step rows become returns to the end of what is stored (module docstring)."""
@@ -44,9 +58,9 @@ class _OneStepNextObservation:
     def __init__(self, *args, returns_to_end: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.returns_to_end = returns_to_end
-        # episode id -> (stored length, returns to go, last observation, terminated, truncated, gamma): a
-        # finished episode's entry stays valid; a running one's is redone when it has grown.
-        self._to_end: dict[str, tuple] = {}
+        # episode id -> its _SessionEnd: a finished episode's stays valid; a running one's is redone
+        # when it has grown.
+        self._to_end: dict[str, _SessionEnd] = {}
 
     def sample(self, *args, **kwargs):
         episodes = super().sample(*args, **kwargs)
@@ -84,23 +98,23 @@ class _OneStepNextObservation:
             live = {ep.id_ for ep in self.episodes}
             self._to_end = {k: v for k, v in self._to_end.items() if k in live}
         for ep in episodes:
-            entry = self._to_end.get(ep.id_)
-            finished = entry is not None and (entry[3] or entry[4]) and entry[5] == gamma
+            end = self._to_end.get(ep.id_)
+            finished = end is not None and (end.terminated or end.truncated) and end.gamma == gamma
             if not finished:
                 stored = self._stored(ep)
-                if entry is None or entry[0] != len(stored) or entry[5] != gamma:
-                    entry = (len(stored), returns_to_go(stored.get_rewards(), gamma),
-                             np.asarray(stored.get_observations(-1)), stored.is_terminated, stored.is_truncated, gamma)
-                    self._to_end[ep.id_] = entry
-            _, g, last_obs, terminated, truncated, _ = entry
+                if end is None or end.length != len(stored) or end.gamma != gamma:
+                    end = _SessionEnd(len(stored), returns_to_go(stored.get_rewards(), gamma),
+                                      np.asarray(stored.get_observations(-1)), stored.is_terminated,
+                                      stored.is_truncated, gamma)
+                    self._to_end[ep.id_] = end
             t = ep.t_started
             obs0, obs1 = np.asarray(ep.get_observations(0)), np.asarray(ep.get_observations(-1))
             ep.extra_model_outputs[NEXT_OBS_1] = InfiniteLookbackBuffer(obs1[None], lookback=0)
-            ep.extra_model_outputs["n_step"] = InfiniteLookbackBuffer(np.full((1,), len(g) - t), lookback=0)
+            ep.extra_model_outputs["n_step"] = InfiniteLookbackBuffer(np.full((1,), end.length - t), lookback=0)
             ep.extra_model_outputs[SESSION_STEP] = InfiniteLookbackBuffer(np.full((1,), t), lookback=0)
-            ep.observations = InfiniteLookbackBuffer([obs0, last_obs], lookback=0)
-            ep.rewards = InfiniteLookbackBuffer([float(g[t])], lookback=0)
-            ep.is_terminated, ep.is_truncated = terminated, truncated
+            ep.observations = InfiniteLookbackBuffer([obs0, end.last_obs], lookback=0)
+            ep.rewards = InfiniteLookbackBuffer([float(end.returns[t])], lookback=0)
+            ep.is_terminated, ep.is_truncated = end.terminated, end.truncated
         return episodes
 
 

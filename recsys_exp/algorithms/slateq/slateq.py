@@ -26,6 +26,14 @@ from recsys_exp.algorithms.slates import num_ordered_slates
 TARGETS = ("td", "monte_carlo")
 
 
+def replay_buffer_class(buffer_type, error: bool = False):
+    """The class ``replay_buffer_config.type`` names: a dotted class path resolved (None if it does not
+    resolve, or an error with ``error``), anything else (a class, an RLlib short name) as given."""
+    if isinstance(buffer_type, str) and "." in buffer_type:
+        return deserialize_type(buffer_type, error=error)
+    return buffer_type
+
+
 class SlateQConfig(DQNConfig):
     """DQN's settings plus ``slate_optimizer`` and ``choice_lr``; defaults suit RecSim on 2 cores."""
 
@@ -78,7 +86,7 @@ class SlateQConfig(DQNConfig):
                 self._value_error("targets=monte_carlo sums each session to its end: n_step must be 1, "
                                   f"not {self.n_step}")
             buffer = self.replay_buffer_config.get("type")
-            buffer_class = deserialize_type(buffer) if isinstance(buffer, str) and "." in buffer else buffer
+            buffer_class = replay_buffer_class(buffer)
             if not (isinstance(buffer_class, type) and issubclass(buffer_class, SlateQEpisodeReplayBuffer)):
                 self._value_error("targets=monte_carlo needs replay_buffer_config.type="
                                   f"recsys_exp.algorithms.slateq.replay.SlateQEpisodeReplayBuffer, not {buffer!r}")
@@ -107,9 +115,7 @@ class SlateQ(DQN):
         """As RLlib's, but also for a buffer class (RLlib resolves a class path given in a config
         dict into the class, then tests ``"EpisodeReplayBuffer" in type`` on it and fails)."""
         buffer_config = dict(config.get("replay_buffer_config") or {})
-        buffer_type = buffer_config.pop("type", None)
-        if isinstance(buffer_type, str) and "." in buffer_type:
-            buffer_type = deserialize_type(buffer_type, error=True)
+        buffer_type = replay_buffer_class(buffer_config.pop("type", None), error=True)
         if not isinstance(buffer_type, type) or buffer_config.get("no_local_replay_buffer"):
             return super()._create_local_replay_buffer_if_necessary(config)
         if issubclass(buffer_type, EpisodeReplayBuffer):
