@@ -68,6 +68,30 @@ def test_flattening_equals_rllibs_connector_on_gym_spaces(space):
     np.testing.assert_array_equal(flatten_observations(space, batch), rllib_flatten(space, samples))
 
 
+@pytest.mark.parametrize("env", ["interest_evolution", "long_term_satisfaction_tutorial"])
+def test_batched_flatten_connector_equals_rllibs_per_episode_one(env):
+    """The training runs' env-to-module connector (one batched flatten per step) writes the same
+    flat observations into every episode as RLlib's own connector (one flatten per episode)."""
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    from recsys_exp.envs.spec import env_spec
+    from recsys_exp.runner.flatten_connector import BatchedFlattenObservations
+
+    c = compose_config("algo=slateq", f"env={env}")
+    spec = env_spec(c)
+    vec = spec.vector_env(6, 3)
+    obs, _ = vec.reset(seed=5)
+    obs, *_ = vec.step(np.tile([0, 1], (6, 1)))  # some clicks in the response
+    space = vec.single_observation_space
+    observations = [unbatch(obs, i) for i in range(6)]
+    conn = BatchedFlattenObservations(input_observation_space=space, input_action_space=gym.spaces.Discrete(2))
+    episodes = [SingleAgentEpisode(observations=[o], observation_space=space) for o in observations]
+    conn(rl_module=None, batch={}, episodes=episodes, explore=False, shared_data={})
+    got = np.stack([ep.get_observations(-1) for ep in episodes])
+    np.testing.assert_array_equal(got, rllib_flatten(space, observations))
+    assert got.dtype == np.float32 and episodes[0].observation_space == conn.observation_space
+
+
 def test_policy_flattens_slate_observations_like_rllib():
     c = compose_config("algo=greedy", *SMALL)
     policy = Policy.from_checkpoint(c, None)

@@ -19,9 +19,9 @@ from recsys_exp.errors import ConfigError
 
 
 def _flatten_observations_connector(env, spaces, device):
-    from ray.rllib.connectors.env_to_module import FlattenObservations
+    from recsys_exp.runner.flatten_connector import BatchedFlattenObservations
 
-    return FlattenObservations()
+    return BatchedFlattenObservations(as_learner_connector=False)
 
 
 def seed_replay_buffer(algorithm, metrics_logger=None, **kwargs) -> None:

@@ -7,12 +7,14 @@ observation o_{t+1} of every sampled row as the extra column ``NEXT_OBS_1`` (an 
 output, which RLlib's learner connector turns into a batch column); the learner reads clicks
 from it and bootstraps from ``Columns.NEXT_OBS`` (o_{t+n}).
 
-With ``returns_to_end`` (SlateQ's ``targets=monte_carlo``) every sampled row of step t becomes
+With ``returns_to_end`` (SlateQ's ``targets=monte_carlo``) the buffer is sampled with
+:meth:`~_OneStepNextObservation.sample_returns_to_end`, which returns batch columns, not episodes;
+every sampled row of step t is
 
     reward = Σ_{j=t}^{T−1} γ^{j−t} r_j,   next observation = o_T,   n_step = T − t,
     terminated / truncated = the stored episode's,
 
-and the row's t as the column ``SESSION_STEP``, where T is the last step stored of that episode:
+plus o_{t+1} (``NEXT_OBS_1``) and the row's t (``SESSION_STEP``), where T is the last step stored of that episode:
 the whole rest of a finished session (a Monte Carlo return, nothing to bootstrap), or the rest so
 far of a running one (the learner bootstraps γ^{T−t}·V(o_T) from there, as for any n-step row;
 likewise for a time-limit cut).
@@ -53,7 +55,8 @@ class _SessionEnd(NamedTuple):
 
 class _OneStepNextObservation:
     """Mixin over an RLlib episode replay buffer: every sampled multi-step row gets o_{t+1}; with
-    ``returns_to_end`` the 1-step rows become returns to the end of what is stored (module docstring)."""
+    ``returns_to_end`` rows are returns to the end of what is stored, sampled as batch columns by
+    :meth:`sample_returns_to_end` (module docstring)."""
 
     def __init__(self, *args, returns_to_end: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,15 +66,11 @@ class _OneStepNextObservation:
         self._to_end: dict[str, _SessionEnd] = {}
 
     def sample(self, *args, **kwargs):
+        if kwargs.get("sample_episodes") and self.returns_to_end:
+            raise ValueError("a returns_to_end buffer samples batch columns: call sample_returns_to_end()")
         episodes = super().sample(*args, **kwargs)
-        if not kwargs.get("sample_episodes") or kwargs.get("batch_length_T"):
-            return episodes
         n_step = kwargs.get("n_step", 1)
-        if self.returns_to_end:
-            if n_step != 1:
-                raise ValueError(f"returns to the end of the session and n_step={n_step} exclude each other")
-            return self._returns_to_end(episodes, float(kwargs.get("gamma", 0.99)))
-        if n_step == 1:
+        if not kwargs.get("sample_episodes") or kwargs.get("batch_length_T") or n_step == 1:
             return episodes  # 1-step rows: Columns.NEXT_OBS already is o_{t+1} (and no per-row cost)
         for ep in episodes:
             stored = self._stored(ep)
@@ -92,30 +91,74 @@ class _OneStepNextObservation:
             raise NotImplementedError(f"{type(self).__name__}: n_step > 1 and returns to the end are not supported")
         return self.episodes[self.episode_id_to_index[ep.id_] - self._num_episodes_evicted]
 
-    def _returns_to_end(self, episodes, gamma: float):
-        """Turn 1-step rows (o_t, a_t, r_t, o_{t+1}) into (o_t, a_t, G_t, o_T) in place."""
+    def sample_returns_to_end(self, num_items: int, gamma: float) -> dict[str, np.ndarray]:
+        """``num_items`` stored steps drawn uniformly, as Monte Carlo rows in batch columns (module docstring).
+
+        Draws the same steps as RLlib's ``sample(..., n_step=1)`` would from the same generator state,
+        but gathers each row from the stored arrays instead of building a one-step episode per row for
+        RLlib's learner connector to take apart again (that round trip was a third of SlateQ's training
+        time). Columns: ``obs`` (B, d) o_t, ``actions`` a_t, ``rewards`` (B,) float32 G_t, ``new_obs`` o_T,
+        ``terminateds`` / ``truncateds`` the stored episode's, ``n_step`` T − t, ``weights`` ones,
+        ``NEXT_OBS_1`` o_{t+1} and ``SESSION_STEP`` t (steps since the session started).
+        """
+        from ray.rllib.core.columns import Columns
+
         if len(self._to_end) > 2 * len(self.episodes):  # forget evicted episodes
             live = {ep.id_ for ep in self.episodes}
             self._to_end = {k: v for k, v in self._to_end.items() if k in live}
-        for ep in episodes:
-            end = self._to_end.get(ep.id_)
-            finished = end is not None and (end.terminated or end.truncated) and end.gamma == gamma
-            if not finished:
-                stored = self._stored(ep)
-                if end is None or end.length != len(stored) or end.gamma != gamma:
-                    end = _SessionEnd(len(stored), returns_to_go(stored.get_rewards(), gamma),
-                                      np.asarray(stored.get_observations(-1)), stored.is_terminated,
-                                      stored.is_truncated, gamma)
-                    self._to_end[ep.id_] = end
-            t = ep.t_started
-            obs0, obs1 = np.asarray(ep.get_observations(0)), np.asarray(ep.get_observations(-1))
-            ep.extra_model_outputs[NEXT_OBS_1] = InfiniteLookbackBuffer(obs1[None], lookback=0)
-            ep.extra_model_outputs["n_step"] = InfiniteLookbackBuffer(np.full((1,), end.length - t), lookback=0)
-            ep.extra_model_outputs[SESSION_STEP] = InfiniteLookbackBuffer(np.full((1,), t), lookback=0)
-            ep.observations = InfiniteLookbackBuffer([obs0, end.last_obs], lookback=0)
-            ep.rewards = InfiniteLookbackBuffer([float(end.returns[t])], lookback=0)
-            ep.is_terminated, ep.is_truncated = end.terminated, end.truncated
-        return episodes
+        draws = self.rng.integers(len(self._indices), size=num_items)  # = RLlib's one draw per row
+        obs, obs1, actions, end_rows, steps, ends = [], [], [], [], [], []
+        for draw in draws:
+            index, t = self._indices[draw]
+            stored = self.episodes[index - self._num_episodes_evicted]
+            end = self._session_end(stored, gamma)
+            observations = stored.observations.data
+            lookback = stored.observations.lookback
+            obs.append(observations[lookback + t])
+            obs1.append(observations[lookback + t + 1])
+            actions.append(stored.actions.data[stored.actions.lookback + t])
+            end_rows.append(end.returns[t])
+            steps.append((stored.t_started + t, end.length - t))
+            ends.append(end)
+        steps = np.asarray(steps, np.int64).reshape(-1, 2)
+        self.sampled_timesteps += num_items
+        self._record_sample(draws)
+        return {
+            Columns.OBS: np.stack(obs).astype(np.float32, copy=False),
+            Columns.ACTIONS: np.stack(actions),
+            Columns.REWARDS: np.asarray(end_rows, np.float32),
+            Columns.NEXT_OBS: np.stack([end.last_obs for end in ends]).astype(np.float32, copy=False),
+            Columns.TERMINATEDS: np.array([end.terminated for end in ends]),
+            Columns.TRUNCATEDS: np.array([end.truncated for end in ends]),
+            "n_step": steps[:, 1],
+            "weights": np.ones(num_items, np.float32),
+            NEXT_OBS_1: np.stack(obs1).astype(np.float32, copy=False),
+            SESSION_STEP: steps[:, 0],
+        }
+
+    def _session_end(self, stored, gamma: float) -> _SessionEnd:
+        """The cached :class:`_SessionEnd` of a stored episode (redone when a running one has grown)."""
+        end = self._to_end.get(stored.id_)
+        if end is None or end.gamma != gamma or end.length != len(stored):
+            end = _SessionEnd(len(stored), returns_to_go(stored.get_rewards(), gamma),
+                              np.asarray(stored.get_observations(-1)), stored.is_terminated, stored.is_truncated,
+                              gamma)
+            self._to_end[stored.id_] = end
+        return end
+
+    def _record_sample(self, draws: np.ndarray) -> None:
+        """RLlib's sample metrics for ``draws`` (indices into ``_indices``), as its own ``sample`` logs them."""
+        from ray.rllib.core import DEFAULT_AGENT_ID, DEFAULT_MODULE_ID
+
+        n, episodes = len(draws), len({self._indices[d][0] for d in draws})
+        steps = len(set(draws.tolist()))
+        per_agent = dict(num_steps_sampled=n, num_episodes_per_sample=episodes, num_steps_per_sample=steps,
+                         sampled_n_step=1.0, num_resamples=0)
+        self._update_sample_metrics(
+            num_env_steps_sampled=n, num_episodes_per_sample=episodes, num_env_steps_per_sample=steps,
+            sampled_n_step=1.0, num_resamples=0,
+            **{f"agent_to_{k}": {DEFAULT_AGENT_ID: v} for k, v in per_agent.items()},
+            **{f"module_to_{k}": {DEFAULT_MODULE_ID: v} for k, v in per_agent.items()})
 
 
 class SlateQEpisodeReplayBuffer(_OneStepNextObservation, EpisodeReplayBuffer):

@@ -1,10 +1,12 @@
 """``algo=slateq``: SlateQ (Ie et al., IJCAI 2019) as a plugin on RLlib's DQN.
 
-SlateQ reuses DQN's training step as is: vectorised sampling, RLlib's (prioritised) episode
-replay buffer, n-step sampling, ``training_intensity``, the epsilon schedule and target-network
-syncs. What differs is the module (:mod:`.module`: item values, choice model, slate optimiser)
-and the loss (:mod:`.learner`). Settings beyond DQN's: ``slate_optimizer`` (auto | exact |
-top_k | greedy, :mod:`.slate_value`), ``choice_lr``, ``clipped_double_q`` and ``targets``: ``td``
+SlateQ reuses DQN's machinery: vectorised sampling, RLlib's (prioritised) episode replay buffer,
+n-step sampling, ``training_intensity``, the epsilon schedule and target-network syncs. What
+differs is the module (:mod:`.module`: item values, choice model, slate optimiser) and the loss
+(:mod:`.learner`); with ``targets=monte_carlo`` the training step hands the learner batch columns
+gathered by the replay buffer instead of one-step episodes (:meth:`SlateQ.training_step`).
+Settings beyond DQN's: ``slate_optimizer`` (auto | exact | top_k | greedy, :mod:`.slate_value`),
+``choice_lr``, ``clipped_double_q`` and ``targets``: ``td``
 (1- or n-step Q-learning targets) or ``monte_carlo`` (each replayed step's return to the end of its
 session, bootstrapped only where the session is still running: :mod:`.replay`).
 """
@@ -13,7 +15,26 @@ from __future__ import annotations
 
 from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.algorithms.dqn import DQN, DQNConfig
+from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    REPLAY_BUFFER_ADD_DATA_TIMER,
+    REPLAY_BUFFER_RESULTS,
+    REPLAY_BUFFER_SAMPLE_TIMER,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TD_ERROR_KEY,
+    TIMERS,
+)
 from ray.rllib.utils.replay_buffers import EpisodeReplayBuffer
 from ray.rllib.utils.serialization import deserialize_type
 
@@ -105,7 +126,8 @@ class SlateQConfig(DQNConfig):
 
 
 class SlateQ(DQN):
-    """DQN's training step with :class:`SlateQConfig`'s module and learner."""
+    """DQN's training step with :class:`SlateQConfig`'s module and learner (Monte Carlo targets: batch
+    columns from the replay buffer, :meth:`training_step`)."""
 
     @classmethod
     def get_default_config(cls):
@@ -123,3 +145,43 @@ class SlateQ(DQN):
         if self.config.targets == "monte_carlo":
             buffer_config["returns_to_end"] = True
         return buffer_type(**buffer_config)
+
+    def training_step(self) -> None:
+        """DQN's new-API-stack training step; with ``targets=monte_carlo`` the replay buffer returns the
+        batch columns (:meth:`.replay.SlateQEpisodeReplayBuffer.sample_returns_to_end`) and the learner
+        is updated from them, skipping the one-step episodes RLlib's sampling builds per row and its
+        learner connector takes apart again. Same steps drawn, same columns, same losses as that route;
+        sampling, replay ratio, metrics and weight sync are DQN's (uniform replay only: no priorities)."""
+        if self.config.targets != "monte_carlo":
+            return super().training_step()
+        store_weight, sample_and_train_weight = calculate_rr_weights(self.config)
+        for _ in range(store_weight):
+            with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+                episodes, env_runner_results = synchronous_parallel_sample(
+                    worker_set=self.env_runner_group, concat=True, sample_timeout_s=self.config.sample_timeout_s,
+                    _uses_new_env_runners=True, _return_metrics=True)
+            self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_ADD_DATA_TIMER)):
+                self.local_replay_buffer.add(episodes)
+        sampled = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        if sampled < self.config.num_steps_sampled_before_learning_starts:
+            return
+        timesteps = {NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled,
+                     NUM_AGENT_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                         (ENV_RUNNER_RESULTS, NUM_AGENT_STEPS_SAMPLED_LIFETIME), default={})}
+        for _ in range(sample_and_train_weight):
+            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
+                columns = self.local_replay_buffer.sample_returns_to_end(self.config.total_train_batch_size,
+                                                                         gamma=self.config.gamma)
+                self.metrics.aggregate([self.local_replay_buffer.get_metrics()], key=REPLAY_BUFFER_RESULTS)
+            with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+                batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)}, env_steps=len(columns["weights"]))
+                learner_results = self.learner_group.update(batch=batch, timesteps=timesteps)
+                for results in learner_results:  # per-row TD errors feed priorities only: none here
+                    for module_results in results.values():
+                        module_results.pop(TD_ERROR_KEY, None)
+                self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
+                                               policies=set(learner_results[0].keys()) - {ALL_MODULES},
+                                               global_vars=None, inference_only=True)
