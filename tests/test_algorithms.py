@@ -113,7 +113,7 @@ def test_bare_slateq_beats_the_myopic_policy_on_interest_evolution(ray_session, 
     """The bare ``algo=slateq`` learns Interest Evolution's long-term effect (a high-quality document
     buys a longer session) within 20k env steps: its greedy return beats greedy-by-affinity, the
     myopic baseline, by 20 on the same users. The margin catches a return to one-step targets
-    (here: Monte Carlo 198.0, one-step SlateQ (targets=td, gamma 0.99, lr 1e-3) 170.7, myopic 166.0)."""
+    (here: Monte Carlo 196.9, one-step SlateQ (targets=td, gamma 0.99, lr 1e-3) 170.7, myopic 166.0)."""
     iev = ("env=interest_evolution", "seed=0")
     myopic_c = compose_config("algo=greedy", *iev, "algo.training.score=affinity")
     algo = train(myopic_c, 1)
