@@ -45,8 +45,9 @@ ENVS = {
 }
 
 # variant -> overrides (on top of algo=slateq unless they set algo=...); "default" is the bare algo=slateq
-# (Monte Carlo targets, gamma 1, lr 3e-4 annealed to 3e-5 over 200k env steps); "td" the bare algo=slateq before it (gamma 0.99, target sync
-# every 2000 env steps, lr 1e-3, batch 256, 1-step targets, uniform replay), which the others change.
+# (Monte Carlo targets, gamma 1, lr 3e-4 annealed to 3e-5 over 200k env steps); "td" the bare algo=slateq
+# before it (gamma 0.99, target sync every 2000 env steps, lr 1e-3, batch 256, 1-step targets, uniform
+# replay), which the others change.
 VARIANTS = {
     # myopic references (no learning of long-term effects); greedy trains 2k steps, lin_ucb 50k
     "greedy": ["algo=greedy"],
