@@ -2,10 +2,11 @@
 
 RLlib 2.58's connector flattens each sub-environment's observation on its own
 (``flatten_inputs_to_1d_tensor`` with ``batch_axis=False``, one one-hot call per Discrete leaf
-per episode): with 32 vectorized slate envs that was a quarter of SlateQ's training time on
-Interest Evolution (py-spy, ``benchmarks/training_throughput.py``). This subclass stacks the
-step's observations of all episodes and flattens them in one call with ``batch_axis=True``; the
-result is the same vectors (tests/test_flatten_connector.py compares it with RLlib's connector).
+per episode), most of the sampling cost with 32 vectorized slate envs: with this subclass, which
+stacks the step's observations of all episodes and flattens them in one call with
+``batch_axis=True``, ``algo=random`` samples Interest Evolution 1.65x as fast
+(``benchmarks/training_throughput.py``). The vectors are the same (tests/test_policy.py compares
+them with RLlib's own connector's).
 Imports RLlib: only :mod:`recsys_exp.runner.build` imports it, lazily.
 """
 

@@ -14,10 +14,10 @@ every sampled row of step t is
     reward = Σ_{j=t}^{T−1} γ^{j−t} r_j,   next observation = o_T,   n_step = T − t,
     terminated / truncated = the stored episode's,
 
-plus o_{t+1} (``NEXT_OBS_1``) and the row's t (``SESSION_STEP``), where T is the last step stored of that episode:
-the whole rest of a finished session (a Monte Carlo return, nothing to bootstrap), or the rest so
-far of a running one (the learner bootstraps γ^{T−t}·V(o_T) from there, as for any n-step row;
-likewise for a time-limit cut).
+plus o_{t+1} (``NEXT_OBS_1``) and the row's t (``SESSION_STEP``), where T is the last step stored of
+that episode: the whole rest of a finished session (a Monte Carlo return, nothing to bootstrap), or
+the rest so far of a running one (the learner bootstraps γ^{T−t}·V(o_T) from there, as for any
+n-step row; likewise for a time-limit cut).
 The return is the behaviour's own (on-policy, like SARSA(1)), and it carries effects that an
 observation does not show: in Interest Evolution a click's cost to the hidden time budget
 changes the session's length, which a one-step target r + γ·V(s') cannot see (s' looks the same).
@@ -96,10 +96,11 @@ class _OneStepNextObservation:
 
         Draws the same steps as RLlib's ``sample(..., n_step=1)`` would from the same generator state,
         but gathers each row from the stored arrays instead of building a one-step episode per row for
-        RLlib's learner connector to take apart again (that round trip was a third of SlateQ's training
-        time). Columns: ``obs`` (B, d) o_t, ``actions`` a_t, ``rewards`` (B,) float32 G_t, ``new_obs`` o_T,
-        ``terminateds`` / ``truncateds`` the stored episode's, ``n_step`` T − t, ``weights`` ones,
-        ``NEXT_OBS_1`` o_{t+1} and ``SESSION_STEP`` t (steps since the session started).
+        RLlib's learner connector to take apart again (that round trip was over a third of SlateQ's
+        steady training time, py-spy). Columns: ``obs`` (B, d) o_t, ``actions`` a_t, ``rewards`` (B,)
+        float32 G_t, ``new_obs`` o_T, ``terminateds`` / ``truncateds`` the stored episode's, ``n_step``
+        T − t, ``weights`` ones, ``NEXT_OBS_1`` o_{t+1} and ``SESSION_STEP`` t (steps since the session
+        started).
         """
         from ray.rllib.core.columns import Columns
 
