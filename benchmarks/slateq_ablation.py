@@ -85,7 +85,9 @@ VARIANTS = {
     "n3": ["algo.training.n_step=3"],
     "n4": ["algo.training.n_step=4"],
     "n8": ["algo.training.n_step=8", "algo.env_runners.rollout_fragment_length=8"],
-    "steady": ["algo=slateq_steady"],
+    # the one-step option tuned for the tutorial env until the annealed Monte Carlo default replaced it
+    "steady": ["algo.training.targets=td", "algo.training.gamma=0.95", "algo.training.target_network_update_freq=8000",
+               "algo.training.train_batch_size_per_learner=512", "algo.training.lr=[[0,0.001],[200000,0.0001]]"],
 }
 BASELINE_BUDGET = {"greedy": 2_000, "lin_ucb": 50_000}
 # The variants below "td" change one setting of the one-step SlateQ that was the default until

@@ -4,7 +4,7 @@
     python benchmarks/tutorial_report.py --out /tmp/tut --extra stop.timesteps=20000   # a quick look
 
 Runs the 20 jobs of ``python -m recsys_exp -m +experiment=tutorial_lts`` (random, lin_ucb, lin_ts,
-slateq_steady x seeds 0-4 on the tutorial's Long-Term Satisfaction, 200k env steps, 500 greedy
+slateq x seeds 0-4 on the tutorial's Long-Term Satisfaction, 200k env steps, 500 greedy
 evaluation episodes) into ``--out`` (W&B off, no progress lines), then
 ``python -m recsys_exp.report <out>``, and copies report.md and its PNGs to ``docs/tutorial_lts/``
 for the README. Each job is its own ``python -m recsys_exp +experiment=tutorial_lts algo=A seed=S``
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGOS = ("random", "lin_ucb", "lin_ts", "slateq_steady")
+ALGOS = ("random", "lin_ucb", "lin_ts", "slateq")
 SEEDS = (0, 1, 2, 3, 4)
 
 

@@ -407,19 +407,19 @@ def test_apply_overrides_switches_to_plain_lts():
 
 
 def test_tutorial_preset_sweeps_four_algorithms_over_five_seeds():
-    """``-m +experiment=tutorial_lts`` expands to random/lin_ucb/lin_ts/slateq_steady x seeds 0-4, and
-    every combination validates; slateq_steady is SlateQ with gamma 0.95 and a slower target network."""
+    """``-m +experiment=tutorial_lts`` expands to random/lin_ucb/lin_ts/slateq x seeds 0-4, and every
+    combination validates; its SlateQ is the bare ``algo=slateq`` (the same settings as composed alone)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["+experiment=tutorial_lts"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     algos, seeds = params["algo"].split(","), [int(s) for s in params["seed"].split(",")]
-    assert algos == ["random", "lin_ucb", "lin_ts", "slateq_steady"] and seeds == [0, 1, 2, 3, 4]
+    assert algos == ["random", "lin_ucb", "lin_ts", "slateq"] and seeds == [0, 1, 2, 3, 4]
     for algo in algos:
         config = validate(*compose_cfg(["+experiment=tutorial_lts", f"algo={algo}", "seed=4"]))
         assert config["env"]["params"]["observe_satisfaction"] is True
         assert config["env"]["num_candidates"] == 20 and config["stop"]["timesteps"] == 200_000
-        assert config["algo"]["name"] == algo.removesuffix("_steady")
-    steady = validate(*compose_cfg(["+experiment=tutorial_lts"]))
-    assert steady["algo"]["training"]["gamma"] == 0.95
-    assert steady["algo"]["training"]["target_network_update_freq"] == 8000
-    assert steady["exploration"]["type"] == "epsilon_greedy" and steady["model"]["hidden_sizes"] == [64, 64]
+        assert config["algo"]["name"] == algo
+    preset = validate(*compose_cfg(["+experiment=tutorial_lts"]))
+    bare = validate(*compose_cfg(["algo=slateq", "env=long_term_satisfaction_tutorial"]))
+    assert preset["algo"] == bare["algo"] and preset["exploration"] == bare["exploration"]
+    assert preset["exploration"]["type"] == "epsilon_greedy" and preset["model"]["hidden_sizes"] == [64, 64]

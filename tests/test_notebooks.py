@@ -125,7 +125,7 @@ def test_tutorial_renders_its_plots_and_simulates_the_tutorial_env(tutorial):
 
 def test_tutorial_runs_report_what_their_run_dirs_hold(tutorial):
     _, res, out = tutorial
-    assert set(res["comparison"]) == {"lin_ucb", "slateq_steady"}
+    assert set(res["comparison"]) == {"lin_ucb", "slateq"}
     assert set(res["baselines"]) == {"random", "myopic"}  # the fixed policies the comparison shows
     for algo, shown in res["comparison"].items():
         run_dir = out / algo
@@ -143,7 +143,7 @@ def test_tutorial_runs_report_what_their_run_dirs_hold(tutorial):
     assert "name: slateq" in saved and str(out / "cql") in saved
     assert res["cql_online"]["timesteps"] >= 200
     sweep = json.loads((out / "sweep" / "sweep.json").read_text())
-    assert sorted(t["params"]["algo.training.gamma"] for t in sweep["trials"]) == [0.0, 0.95]
+    assert sorted(t["params"]["algo.training.gamma"] for t in sweep["trials"]) == [0.0, 1.0]
     assert all(t["status"] == "TERMINATED" for t in sweep["trials"])
     assert res["sweep"]["best"] == sweep["best"]
 
@@ -194,7 +194,7 @@ def test_tutorial_recommends_and_serves_the_checkpoints_own_slates(tutorial):
     serve_json = json.loads((out / "serve" / "serve.json").read_text())
     assert serve_json["url"] == res["serve"]["url"] and res["serve"]["url"].endswith("/long_term_satisfaction")
     served, models = res["serve"]["requests"], serve_json["models"]
-    assert set(models) == {"slateq_steady", "lin_ucb"} and len(served) == 30
+    assert set(models) == {"slateq", "lin_ucb"} and len(served) == 30
     for name, ckpt in models.items():
         mine = [r for r in served if r["model"] == name]
         if mine:

@@ -175,7 +175,7 @@ def env_label(config: dict[str, Any]) -> str:
 
 
 def algo_label(config: dict[str, Any]) -> str:
-    """The chosen algo option (``slateq_steady``), else ``algo.name``."""
+    """The chosen algo option (e.g. ``lin_ucb``), else ``algo.name``."""
     return str((config.get("choices") or {}).get("algo") or (config.get("algo") or {}).get("name", "?"))
 
 
