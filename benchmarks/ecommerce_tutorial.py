@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _slateq_one_step import ONE_STEP_SLATEQ  # noqa: E402
 from algorithm_results import mean_ci95  # noqa: E402  (the same t-based CI as the README tables)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def run_one(algo: str, seed: int, args) -> dict | None:
         return json.loads(summary_path.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     # SlateQ with one-step targets, as when the table was measured (its default until targets=monte_carlo)
-    pin = ["algo.training.targets=td", "algo.training.gamma=0.99", "algo.training.lr=0.001"] if algo == "slateq" else []
+    pin = ONE_STEP_SLATEQ if algo == "slateq" else []
     cmd = [sys.executable, "-m", "recsys_exp", PRESET, f"algo={algo}", *pin, f"seed={seed}",
            f"stop.timesteps={BUDGETS[algo]}", f"eval.episodes={args.eval_episodes}", "logger.mode=disabled",
            "progress=false", "checkpoint.frequency=0", f"hydra.run.dir={run_dir}"]

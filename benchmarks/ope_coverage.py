@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _slateq_one_step import ONE_STEP_SLATEQ
 
 ROOT = Path(__file__).resolve().parents[1]
 # N per env (K = 2), cheapest FQE first: a run stopped early has whole envs done
@@ -72,8 +73,6 @@ OPE_SOURCES = ("offline/fqe.py", "offline/ope.py", "offline/verdict.py", "offlin
                "runner/policy.py", "algorithms/policy_adapters.py")
 ESS_SHARE_CHECK = 0.05  # "Done when": DR within 10% wherever its ESS exceeds 5% of the sessions
 COVERAGE_TARGET = 0.85
-# The target SlateQ as when the study was measured: one-step targets (the default until targets=monte_carlo)
-SLATEQ_AS_MEASURED = ["algo.training.targets=td", "algo.training.gamma=0.99", "algo.training.lr=0.001"]
 REL_ERR_TARGET = 0.10
 
 
@@ -89,7 +88,7 @@ def train_policy(cache: Path, env: str, algo: str, steps: int) -> Path:
     run_dir = cache / env / "policies" / f"{algo}_{steps}"
     if not (run_dir / "checkpoints" / "last").exists():
         log(f"train {algo} on {env} ({steps:,} steps) -> {run_dir}")
-        pin = SLATEQ_AS_MEASURED if algo == "slateq" else []
+        pin = ONE_STEP_SLATEQ if algo == "slateq" else []  # the target SlateQ as when measured
         result = recsys_exp.run([*env_overrides(env), f"algo={algo}", *pin, f"stop.timesteps={steps}", "seed=0",
                                  "logger.mode=disabled", "progress=false", "eval.episodes=100"], run_dir=run_dir)
         if result.status != "completed" or not (run_dir / "checkpoints" / "last").exists():

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _slateq_one_step import ONE_STEP_SLATEQ
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["env=interest_evolution", "seed=0", "logger.mode=disabled", "progress=false"]
 TARGETS = {"slateq": "slateq", "linucb": "lin_ucb"}  # target name -> its training run
@@ -60,8 +62,7 @@ def setup(cache: Path) -> dict[str, Path]:
     cli(runs["linucb"], "algo=lin_ucb", "stop.timesteps=20000")
     cli(runs["record"], "mode=record", f"restore={runs['linucb']}")
     # one-step targets, as when the case was measured (SlateQ's default until targets=monte_carlo)
-    cli(runs["slateq"], "algo=slateq", "algo.training.targets=td", "algo.training.gamma=0.99", "algo.training.lr=0.001",
-        "stop.timesteps=30000")
+    cli(runs["slateq"], "algo=slateq", *ONE_STEP_SLATEQ, "stop.timesteps=30000")
     return runs
 
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _slateq_one_step import ONE_STEP_SLATEQ
 
 from recsys_exp.stats import mean_ci95
 
@@ -92,7 +93,7 @@ VARIANTS = {
 BASELINE_BUDGET = {"greedy": 2_000, "lin_ucb": 50_000}
 # The variants below "td" change one setting of the one-step SlateQ that was the default until
 # targets=monte_carlo became it: they run on top of these overrides.
-TD_BASE = ["algo.training.targets=td", "algo.training.gamma=0.99", "algo.training.lr=0.001"]
+TD_BASE = ONE_STEP_SLATEQ
 NOT_TD = {"greedy", "lin_ucb", "default", "steady"}
 
 
