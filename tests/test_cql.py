@@ -373,26 +373,39 @@ def test_validate_rejects_zero_slate_counts(key):
         config.validate()
 
 
-def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return():
-    """``targets=monte_carlo``: the loss is mean((Q̄(s, consumed) + h(t) − y)²) with y = G for a finished
-    session and y = G + γⁿ·(V_target(o_T) + h(t + n)) for a running one. h's network is set by hand to
-    2 + 3·t/100 (one ReLU unit), in units of the value scale σ (1 before the first batch, the std of its
-    returns after); Q̄ and V_target come from the module's own networks."""
+@pytest.mark.parametrize("session_baseline", ["step", "step_and_past_reward"])
+def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return(session_baseline):
+    """``targets=monte_carlo``: the loss is mean((Q̄(s, consumed) + h_t − y)²) with y = G for a finished
+    session and y = G + γⁿ·(V_target(o_T) + h_{t+n}) for a running one. h's network is set by hand to
+    h_t = 2 + 3·t/100 (one ReLU unit), plus 5·z_t with ``step_and_past_reward`` (a second unit, ReLU(z + 10)
+    − 10), z_t the session's mean reward before t standardised by the batch's own mean and population std
+    (the running statistics after their first batch; z_T from the mean of all its stored rewards), in units
+    of the value scale σ (1 before the first batch, the std of its returns after); Q̄ and V_target come
+    from the module's own networks."""
     layout, batch = env_batch(num_envs=8, steps=2, seed=3)
-    learner = build(slateq_config(SlateQConfig, layout, targets="monte_carlo", double_q=False, gamma=0.9))
+    learner = build(slateq_config(SlateQConfig, layout, targets="monte_carlo", double_q=False, gamma=0.9,
+                                  session_baseline=session_baseline))
     m = learner.module[MID]
+    with_past = session_baseline == "step_and_past_reward"
     with torch.no_grad():
         for p in m.session_baseline.parameters():
             p.zero_()
         m.session_baseline[0].weight[0, 0] = 1.0
         m.session_baseline[2].weight[0, 0] = 3.0
         m.session_baseline[2].bias.fill_(2.0)
+        if with_past:
+            m.session_baseline[0].weight[1, 1] = 1.0
+            m.session_baseline[0].bias[1] = 10.0
+            m.session_baseline[2].weight[0, 1] = 5.0
+            m.session_baseline[2].bias.fill_(2.0 - 50.0)
     b = batch["rewards"].shape[0]
     g = torch.Generator().manual_seed(0)
     batch.update({"session_step": torch.randint(0, 50, (b,), generator=g),
                   "n_step": torch.randint(1, 30, (b,), generator=g),
                   "rewards": torch.rand(b, generator=g) * 100.0,
-                  "terminateds": torch.arange(b) % 2 == 0})
+                  "terminateds": torch.arange(b) % 2 == 0,
+                  "past_reward": torch.rand(b, generator=g) * 4.0,
+                  "past_reward_end": torch.rand(b, generator=g) * 4.0})
     batch["next_obs_1"] = batch["new_obs"]  # o_{t+1}: whose response says what was consumed
 
     with torch.no_grad():
@@ -407,14 +420,18 @@ def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return(
         slates = m.slates_from_actions(batch["actions"])
         taken = torch.where(clicks.sum(-1) > 0, q.gather(1, slates.gather(1, clicks.argmax(-1, keepdim=True)))[:, 0],
                             q_null)
-        h = lambda t: 2.0 + 3.0 * t.float() / 100.0  # noqa: E731
+        past = batch["past_reward"].double()
+        z = lambda p: ((p.double() - past.mean()) / (past.std(unbiased=False) + 1e-6)).float()  # noqa: E731
+        h_step = lambda t: 2.0 + 3.0 * t.float() / 100.0  # noqa: E731
+        h_now = h_step(batch["session_step"]) + (5.0 * z(batch["past_reward"]) if with_past else 0.0)
+        h_end = h_step(batch["session_step"] + batch["n_step"]) + (5.0 * z(batch["past_reward_end"]) if with_past
+                                                                     else 0.0)
         # the value scale after the first batch: its returns' std (population) and mean, in closed form
         sigma = batch["rewards"].double().std(unbiased=False).item() + 1e-6
         assert np.isclose(mean_after, batch["rewards"].double().mean().item(), rtol=1e-5)
         running = (~batch["terminateds"]).float()
-        y = batch["rewards"] + 0.9 ** batch["n_step"].float() * running * (v_next + sigma * h(batch["session_step"]
-                                                                                                  + batch["n_step"]))
-        q_loss = (taken + h(batch["session_step"]) - y).pow(2).mean()
+        y = batch["rewards"] + 0.9 ** batch["n_step"].float() * running * (v_next + sigma * h_end)
+        q_loss = (taken + h_now - y).pow(2).mean()  # h_t at the old scale (σ = 1)
         logits, null_logit = m.choice_logits(batch["obs"])
         probs = choice_probabilities(logits, null_logit, m.choice.position_bias, slates[:, None, :])[:, 0]
         slot = torch.where(clicks.sum(-1) > 0, clicks.argmax(-1), torch.full((b,), K))
@@ -425,6 +442,7 @@ def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return(
 @pytest.mark.parametrize("training, message", [
     ({"targets": "sarsa"}, "targets='sarsa': allowed td, monte_carlo"),
     ({"targets": "monte_carlo", "n_step": 3}, "n_step must be 1"),
+    ({"session_baseline": "user"}, "session_baseline='user': allowed step, step_and_past_reward"),
     ({"targets": "monte_carlo", "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 1000}},
      "needs replay_buffer_config.type"),
 ])

@@ -5,7 +5,13 @@ import gymnasium as gym
 import numpy as np
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-from recsys_exp.algorithms.slateq.replay import NEXT_OBS_1, SESSION_STEP, SlateQEpisodeReplayBuffer
+from recsys_exp.algorithms.slateq.replay import (
+    NEXT_OBS_1,
+    PAST_REWARD,
+    PAST_REWARD_END,
+    SESSION_STEP,
+    SlateQEpisodeReplayBuffer,
+)
 
 
 def test_n_step_rows_carry_the_one_step_next_observation():
@@ -50,6 +56,7 @@ def test_monte_carlo_rows_sum_each_session_to_its_end():
     buffer.add(running)
     gamma = 0.5
     hand = {0: 1 + 0.5 * 2 + 0.25 * 4 + 0.125 * 8, 1: 2 + 0.5 * 4 + 0.25 * 8, 2: 4 + 0.5 * 8, 3: 8.0}
+    past = {0: 0.0, 1: 1.0, 2: (1 + 2) / 2, 3: (1 + 2 + 4) / 3}  # mean reward before t (undiscounted)
     rows = buffer.sample_returns_to_end(200, gamma=gamma)
     seen = set()
     for i, o0 in enumerate(rows["obs"][:, 0]):
@@ -60,6 +67,7 @@ def test_monte_carlo_rows_sum_each_session_to_its_end():
         assert rows[NEXT_OBS_1][i, 0] == o0 + 1  # what step t's user did
         assert rows["actions"][i] == int(o0)
         assert rows["n_step"][i] == 4 - t and rows[SESSION_STEP][i] == t
+        assert np.isclose(rows[PAST_REWARD][i], past[t]) and np.isclose(rows[PAST_REWARD_END][i], 15 / 4)
         assert rows["terminateds"][i] == (not is_running) and not rows["truncateds"][i]
         seen.add((is_running, t))
     assert len(seen) == 8
@@ -74,6 +82,8 @@ def test_monte_carlo_rows_sum_each_session_to_its_end():
         t = int(rows["obs"][i, 0] - 100)
         assert np.isclose(rows["rewards"][i], sum(gamma ** (j - t) * full[j] for j in range(t, 6)))
         assert rows["new_obs"][i, 0] == 106.0 and rows["n_step"][i] == 6 - t and rows["terminateds"][i]
+        assert np.isclose(rows[PAST_REWARD][i], np.mean(full[:t]) if t else 0.0)
+        assert np.isclose(rows[PAST_REWARD_END][i], np.mean(full))
     try:
         buffer.sample(num_items=5, n_step=1, gamma=gamma, sample_episodes=True)
     except ValueError as err:

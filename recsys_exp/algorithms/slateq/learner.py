@@ -7,9 +7,9 @@ For a replayed step (s, A, r, s') where the user clicked slot k (item a_k) or no
 
 With ``targets=monte_carlo`` the replay buffer sums the rewards to the end of the stored session
 (n = its remaining steps; nothing to bootstrap once the session has ended: :mod:`.replay`), and
-the regressed value is Q̄(s, a_k or ⊥) + h(t), with the module's session baseline h of the step index t
-(bootstrapped values at T get h(T) too); h is common to all outcomes of a step, so it cannot change
-which slate is best.
+the regressed value is Q̄(s, a_k or ⊥) + h(t[, r̄_t]), with the module's session baseline h of the step
+index t (and of the session's mean reward before t; bootstrapped values at T get h(T[, r̄_T]) too); h is
+common to all outcomes of a step, so it cannot change which slate is best.
 Only the consumed item's value (or the no-click value) is regressed, as in the paper's
 SlateQ-QL update (Ie et al. 2019, Eq. 7). The max over A' uses the slate optimiser under the
 current choice model; with ``double_q`` the online network picks A' and the target network
@@ -26,7 +26,7 @@ from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.metrics import TD_ERROR_KEY
 
-from recsys_exp.algorithms.slateq.replay import NEXT_OBS_1, SESSION_STEP
+from recsys_exp.algorithms.slateq.replay import NEXT_OBS_1, PAST_REWARD, PAST_REWARD_END, SESSION_STEP
 from recsys_exp.algorithms.slateq.slate_value import choice_probabilities, slate_values
 
 
@@ -69,7 +69,9 @@ class SlateQLearner(DQNTorchLearner):
         if session_step is not None:
             # Monte Carlo rows: regress Q̄ + h(t) on the return to go (module docstring); the value
             # scale then follows the batch's returns (from the bootstrap below and the next forward pass).
-            baseline = m.baseline(session_step)
+            if m.baseline_inputs == "step_and_past_reward":
+                m.update_past_reward_statistics(batch[PAST_REWARD])
+            baseline = m.baseline(session_step, batch.get(PAST_REWARD))
             q_taken = q_taken + baseline
             m.update_return_statistics(batch[Columns.REWARDS])
             self.metrics.log_value((module_id, "session_baseline_mean"), baseline.mean().item(), window=50)
@@ -89,7 +91,8 @@ class SlateQLearner(DQNTorchLearner):
             discount = config.gamma ** n_step.float()
             done = batch[Columns.TERMINATEDS].float()
             if session_step is not None:
-                next_value = next_value + m.baseline(session_step + n_step)  # a running session's rest, at T
+                # a running session's rest, at T
+                next_value = next_value + m.baseline(session_step + n_step, batch.get(PAST_REWARD_END))
             target = batch[Columns.REWARDS].float() + discount * (1.0 - done) * next_value
 
         td_error = q_taken - target

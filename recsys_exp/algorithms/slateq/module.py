@@ -6,11 +6,16 @@
   features are standardised with running statistics (buffers the learner updates from each
   replayed batch): RecSim features can vary over a tiny range (the tutorial's satisfaction
   stays within 0.43–0.57), which an MLP on raw inputs resolves only slowly.
-* With ``targets=monte_carlo``, a session baseline h(t): a small MLP of the step index t that the
-  learner adds to every value it regresses on a return to go, Q̄(s, i) + h(t). A Monte Carlo return
-  depends on how much of the session is left, which the observation need not show; h(t) takes that
-  part out of the regression residual. It shifts every item and ⊥ of a step alike, so it never
-  changes which slate is best, and acting does not use it. The networks' outputs are also put in the
+* With ``targets=monte_carlo``, a session baseline h: a small MLP that the learner adds to every
+  value it regresses on a return to go, Q̄(s, i) + h. A Monte Carlo return depends on how much of the
+  session is left and on how engaged this user is, which the observation need not show (Long-Term
+  Satisfaction's satisfaction is latent); h takes that part out of the regression residual, so the
+  item values are fitted on what the item changes, not on the spread between users. Its inputs
+  (``model_config["session_baseline"]``): ``step``, h(t) of the step index t, or
+  ``step_and_past_reward``, h(t, r̄_t) with r̄_t the session's mean reward before t (from the replay
+  buffer; running-standardised). Both are known when step t's slate is chosen and neither depends on
+  it: h shifts every item and ⊥ of a step alike, so it never changes which slate is best, and acting
+  does not use it. The networks' outputs are also put in the
   returns' units, Q̄ = σ·net + μ with μ, σ the running mean and standard deviation of the regressed
   returns (target normalisation as in PopArt, van Hasselt et al. 2016, without its output-preserving
   step: Monte Carlo targets do not chase the network). Adam moves a weight by about ``lr`` per update
@@ -99,9 +104,16 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         self.register_buffer("feature_mean", torch.zeros(u + d))
         self.register_buffer("feature_var", torch.ones(u + d))
         self.register_buffer("feature_count", torch.zeros(()))
-        if mc.get("session_baseline"):
-            # h(t): the part of a Monte Carlo return explained by the step of the session alone (.learner).
-            self.session_baseline = mlp(1, [32], "relu", 1)
+        # True: checkpoints from before the option had inputs (t)
+        self.baseline_inputs = "step" if mc.get("session_baseline") is True else mc.get("session_baseline")
+        if self.baseline_inputs:
+            # h(t[, r̄_t]): the part of a Monte Carlo return explained by the step of the session (and the
+            # session's mean reward so far) alone (.learner).
+            self.session_baseline = mlp(1 if self.baseline_inputs == "step" else 2, [32], "relu", 1)
+            if self.baseline_inputs == "step_and_past_reward":
+                self.register_buffer("past_mean", torch.zeros(()))
+                self.register_buffer("past_var", torch.ones(()))
+                self.register_buffer("past_count", torch.zeros(()))
             # Running mean / variance of the regressed returns: the networks' outputs are in their units.
             self.register_buffer("return_mean", torch.zeros(()))
             self.register_buffer("return_var", torch.ones(()))
@@ -151,10 +163,20 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         q = scale * net(x)[..., 0] + shift
         return q[:, :n], q[:, n]
 
-    def baseline(self, session_step: torch.Tensor) -> torch.Tensor:
-        """h(t) (B,) for session steps t (B,): a shift common to every item and ⊥ at step t."""
+    @torch.no_grad()
+    def update_past_reward_statistics(self, past_reward: torch.Tensor) -> None:
+        """Merge a batch of past mean rewards (B,) into their running mean / variance (h's input scaling)."""
+        merge_moments(self.past_mean, self.past_var, self.past_count, past_reward.float())
+
+    def baseline(self, session_step: torch.Tensor, past_reward: torch.Tensor | None = None) -> torch.Tensor:
+        """h(t) (B,) for session steps t (B,), or h(t, r̄_t) with the sessions' mean rewards before t
+        (B,; ``session_baseline=step_and_past_reward``): a shift common to every item and ⊥ at step t."""
         scale, _ = self._value_scale()
-        return scale * self.session_baseline(session_step.float()[:, None] / SESSION_STEP_SCALE)[:, 0]
+        x = session_step.float()[:, None] / SESSION_STEP_SCALE
+        if self.baseline_inputs == "step_and_past_reward":
+            past = (past_reward.float() - self.past_mean) / (self.past_var.sqrt() + 1e-6)
+            x = torch.cat([x, past[:, None]], -1)
+        return scale * self.session_baseline(x)[:, 0]
 
     def choice_logits(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Item logits (B, N) and no-click logit (B,) of the learned choice model."""

@@ -34,11 +34,20 @@ from ray.rllib.utils.replay_buffers import EpisodeReplayBuffer, PrioritizedEpiso
 
 NEXT_OBS_1 = "next_obs_1"
 SESSION_STEP = "session_step"  # t of a Monte Carlo row (steps since its session started)
+PAST_REWARD = "past_reward"  # mean reward of the stored steps of the row's session before t (0 if none)
+PAST_REWARD_END = "past_reward_end"  # the same before T (the bootstrap step): every stored step's mean
 
 
 def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
     """G_t = Σ_{j≥t} γ^{j−t} r_j for every t of one reward sequence (T,) -> (T,)."""
     return scipy.signal.lfilter([1.0], [1.0, -gamma], np.asarray(rewards, np.float64)[::-1])[::-1]
+
+
+def past_mean(rewards: np.ndarray) -> np.ndarray:
+    """The mean of the rewards before each step, (T,) -> (T,): ``r̄_t = Σ_{j<t} r_j / t``, 0 at t = 0."""
+    rewards = np.asarray(rewards, np.float64)
+    before = np.concatenate([[0.0], np.cumsum(rewards)[:-1]])
+    return before / np.maximum(np.arange(len(rewards)), 1)
 
 
 class _SessionEnd(NamedTuple):
@@ -47,6 +56,8 @@ class _SessionEnd(NamedTuple):
 
     length: int
     returns: np.ndarray
+    past_reward: np.ndarray
+    mean_reward: float
     last_obs: np.ndarray
     terminated: bool
     truncated: bool
@@ -108,7 +119,7 @@ class _OneStepNextObservation:
             live = {ep.id_ for ep in self.episodes}
             self._to_end = {k: v for k, v in self._to_end.items() if k in live}
         draws = self.rng.integers(len(self._indices), size=num_items)  # = RLlib's one draw per row
-        obs, obs1, actions, end_rows, steps, ends = [], [], [], [], [], []
+        obs, obs1, actions, end_rows, past, steps, ends = [], [], [], [], [], [], []
         for draw in draws:
             index, t = self._indices[draw]
             stored = self.episodes[index - self._num_episodes_evicted]
@@ -119,6 +130,7 @@ class _OneStepNextObservation:
             obs1.append(observations[lookback + t + 1])
             actions.append(stored.actions.data[stored.actions.lookback + t])
             end_rows.append(end.returns[t])
+            past.append(end.past_reward[t])
             steps.append((stored.t_started + t, end.length - t))
             ends.append(end)
         steps = np.asarray(steps, np.int64).reshape(-1, 2)
@@ -135,13 +147,17 @@ class _OneStepNextObservation:
             "weights": np.ones(num_items, np.float32),
             NEXT_OBS_1: np.stack(obs1).astype(np.float32, copy=False),
             SESSION_STEP: steps[:, 0],
+            PAST_REWARD: np.asarray(past, np.float32),
+            PAST_REWARD_END: np.asarray([end.mean_reward for end in ends], np.float32),
         }
 
     def _session_end(self, stored, gamma: float) -> _SessionEnd:
         """The cached :class:`_SessionEnd` of a stored episode (redone when a running one has grown)."""
         end = self._to_end.get(stored.id_)
         if end is None or end.gamma != gamma or end.length != len(stored):
-            end = _SessionEnd(len(stored), returns_to_go(stored.get_rewards(), gamma),
+            rewards = np.asarray(stored.get_rewards(), np.float64)
+            end = _SessionEnd(len(stored), returns_to_go(rewards, gamma), past_mean(rewards),
+                              float(rewards.mean()) if len(rewards) else 0.0,
                               np.asarray(stored.get_observations(-1)), stored.is_terminated, stored.is_truncated,
                               gamma)
             self._to_end[stored.id_] = end

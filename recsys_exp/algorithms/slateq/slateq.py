@@ -6,9 +6,11 @@ differs is the module (:mod:`.module`: item values, choice model, slate optimise
 (:mod:`.learner`); with ``targets=monte_carlo`` the training step hands the learner batch columns
 gathered by the replay buffer instead of one-step episodes (:meth:`SlateQ.training_step`).
 Settings beyond DQN's: ``slate_optimizer`` (auto | exact | top_k | greedy, :mod:`.slate_value`),
-``choice_lr``, ``clipped_double_q`` and ``targets``: ``td``
+``choice_lr``, ``clipped_double_q``, ``targets``: ``td``
 (1- or n-step Q-learning targets) or ``monte_carlo`` (each replayed step's return to the end of its
-session, bootstrapped only where the session is still running: :mod:`.replay`).
+session, bootstrapped only where the session is still running: :mod:`.replay`), and with Monte Carlo
+targets ``session_baseline``: the inputs of the baseline h the learner subtracts from every return,
+``step`` (h(t)) or ``step_and_past_reward`` (h(t, r̄_t), r̄_t the session's mean reward before t: :mod:`.module`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, OPTIMIZER
 from recsys_exp.algorithms.slates import num_ordered_slates
 
 TARGETS = ("td", "monte_carlo")
+SESSION_BASELINES = ("step", "step_and_past_reward")  # the inputs of h with Monte Carlo targets (.module)
 
 
 def replay_buffer_class(buffer_type, error: bool = False):
@@ -64,6 +67,7 @@ class SlateQConfig(DQNConfig):
         self.choice_lr = 1e-2
         self.clipped_double_q = False
         self.targets = "td"
+        self.session_baseline = "step"
         self.lr = 1e-3
         self.gamma = 0.99
         self.double_q = True
@@ -78,11 +82,13 @@ class SlateQConfig(DQNConfig):
         self.rollout_fragment_length = 4
 
     def training(self, *, slate_optimizer=NotProvided, choice_lr=NotProvided, clipped_double_q=NotProvided,
-                 targets=NotProvided, **kwargs):
+                 targets=NotProvided, session_baseline=NotProvided, **kwargs):
         """SlateQ settings on top of ``DQNConfig.training``."""
         super().training(**kwargs)
         if targets is not NotProvided:
             self.targets = targets
+        if session_baseline is not NotProvided:
+            self.session_baseline = session_baseline
         if clipped_double_q is not NotProvided:
             self.clipped_double_q = clipped_double_q
         if slate_optimizer is not NotProvided:
@@ -94,7 +100,8 @@ class SlateQConfig(DQNConfig):
     @property
     def _model_config_auto_includes(self):
         return super()._model_config_auto_includes | {"slate_optimizer": self.slate_optimizer,
-                                                      "session_baseline": self.targets == "monte_carlo"}
+                                                      "session_baseline": self.targets == "monte_carlo"
+                                                      and self.session_baseline}
 
     def validate(self):
         super().validate()
@@ -102,6 +109,8 @@ class SlateQConfig(DQNConfig):
             self._value_error(f"slate_optimizer={self.slate_optimizer!r}: allowed {', '.join(OPTIMIZERS)}")
         if self.targets not in TARGETS:
             self._value_error(f"targets={self.targets!r}: allowed {', '.join(TARGETS)}")
+        if self.session_baseline not in SESSION_BASELINES:
+            self._value_error(f"session_baseline={self.session_baseline!r}: allowed {', '.join(SESSION_BASELINES)}")
         if self.targets == "monte_carlo":
             if self.n_step != 1:
                 self._value_error("targets=monte_carlo sums each session to its end: n_step must be 1, "
