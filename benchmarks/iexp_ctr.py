@@ -59,6 +59,7 @@ ROWS = {
     # one-step targets, as when the table was measured (SlateQ's default until targets=monte_carlo)
     "slateq": ("slateq", 30_000, ["algo.training.targets=td", "algo.training.lr=0.001", "algo.training.gamma=0.9",
                                   "exploration.epsilon_timesteps=10000"]),
+    "slateq (bare default)": ("slateq", 30_000, []),  # the bare algo=slateq: Monte Carlo targets, gamma 1, h(t, r̄_t)
 }
 
 

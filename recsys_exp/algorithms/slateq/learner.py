@@ -67,7 +67,7 @@ class SlateQLearner(DQNTorchLearner):
         q_taken = torch.where(clicked, q_items.gather(1, item[:, None])[:, 0], q_null)
         session_step = batch.get(SESSION_STEP) if hasattr(m, "session_baseline") else None
         if session_step is not None:
-            # Monte Carlo rows: regress Q̄ + h(t) on the return to go (module docstring); the value
+            # Monte Carlo rows: regress Q̄ + h on the return to go (module docstring); the value
             # scale then follows the batch's returns (from the bootstrap below and the next forward pass).
             if m.baseline_inputs == "step_and_past_reward":
                 m.update_past_reward_statistics(batch[PAST_REWARD])

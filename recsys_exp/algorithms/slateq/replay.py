@@ -14,7 +14,8 @@ every sampled row of step t is
     reward = Σ_{j=t}^{T−1} γ^{j−t} r_j,   next observation = o_T,   n_step = T − t,
     terminated / truncated = the stored episode's,
 
-plus o_{t+1} (``NEXT_OBS_1``) and the row's t (``SESSION_STEP``), where T is the last step stored of
+plus o_{t+1} (``NEXT_OBS_1``), the row's t (``SESSION_STEP``) and the session's mean reward before t and
+before T (``PAST_REWARD``, ``PAST_REWARD_END``), where T is the last step stored of
 that episode: the whole rest of a finished session (a Monte Carlo return, nothing to bootstrap), or
 the rest so far of a running one (the learner bootstraps γ^{T−t}·V(o_T) from there, as for any
 n-step row; likewise for a time-limit cut).
@@ -51,8 +52,9 @@ def past_mean(rewards: np.ndarray) -> np.ndarray:
 
 
 class _SessionEnd(NamedTuple):
-    """What the Monte Carlo rows of one stored episode share: its stored length, returns to go (one per
-    step), last observation, end flags, and the gamma the returns were summed with."""
+    """What the Monte Carlo rows of one stored episode share: its stored length, returns to go and mean
+    rewards before each step (one per step), the mean of all its stored rewards, last observation, end
+    flags, and the gamma the returns were summed with."""
 
     length: int
     returns: np.ndarray
@@ -110,8 +112,9 @@ class _OneStepNextObservation:
         RLlib's learner connector to take apart again (that round trip was over a third of SlateQ's
         steady training time, py-spy). Columns: ``obs`` (B, d) o_t, ``actions`` a_t, ``rewards`` (B,)
         float32 G_t, ``new_obs`` o_T, ``terminateds`` / ``truncateds`` the stored episode's, ``n_step``
-        T − t, ``weights`` ones, ``NEXT_OBS_1`` o_{t+1} and ``SESSION_STEP`` t (steps since the session
-        started).
+        T − t, ``weights`` ones, ``NEXT_OBS_1`` o_{t+1}, ``SESSION_STEP`` t (steps since the session
+        started), ``PAST_REWARD`` r̄_t and ``PAST_REWARD_END`` r̄_T, the mean stored reward of the session
+        before t and before T (:func:`past_mean`; the session baseline's input).
         """
         from ray.rllib.core.columns import Columns
 
