@@ -57,8 +57,8 @@ ROWS = {
     "epsilon_greedy_bandit": ("epsilon_greedy_bandit", 20_000, []),
     "lin_ucb": ("lin_ucb", 20_000, []),
     # one-step targets, as when the table was measured (SlateQ's default until targets=monte_carlo)
-    "slateq": ("slateq", 30_000, ["algo.training.targets=td", "algo.training.lr=0.001", "algo.training.gamma=0.9",
-                                  "exploration.epsilon_timesteps=10000"]),
+    "slateq (one-step)": ("slateq", 30_000, ["algo.training.targets=td", "algo.training.lr=0.001",
+                                             "algo.training.gamma=0.9", "exploration.epsilon_timesteps=10000"]),
     "slateq (bare default)": ("slateq", 30_000, []),  # the bare algo=slateq: Monte Carlo targets, gamma 1, h(t, r̄_t)
 }
 
