@@ -439,10 +439,29 @@ def test_monte_carlo_slateq_regresses_value_plus_session_baseline_on_the_return(
     assert torch.isclose(total, q_loss + choice_loss, rtol=1e-5), (total, q_loss + choice_loss)
 
 
+def test_auto_session_baseline_reads_the_past_reward_only_without_user_features():
+    """``session_baseline=auto`` is h(t, r̄_t) for an observation without user features (Long-Term
+    Satisfaction's latent user) and h(t) with them (Interest Evolution's interests: the module built on
+    its layout gets a one-input h; ``step_and_past_reward`` a two-input one); True, the setting of
+    checkpoints from before the option, is h(t)."""
+    from recsys_exp.algorithms.slateq.module import resolve_session_baseline
+
+    assert resolve_session_baseline("auto", 0) == "step_and_past_reward"
+    assert resolve_session_baseline("auto", 3) == "step" and resolve_session_baseline(True, 0) == "step"
+    assert resolve_session_baseline(False, 0) is None
+    layout, _ = env_batch(num_envs=1, steps=1)
+    assert layout["user"][1] > 0
+    widths = {}
+    for setting in ("auto", "step_and_past_reward"):
+        m = build(slateq_config(SlateQConfig, layout, targets="monte_carlo", session_baseline=setting)).module[MID]
+        widths[setting] = (m.baseline_inputs, m.session_baseline[0].in_features)
+    assert widths == {"auto": ("step", 1), "step_and_past_reward": ("step_and_past_reward", 2)}
+
+
 @pytest.mark.parametrize("training, message", [
     ({"targets": "sarsa"}, "targets='sarsa': allowed td, monte_carlo"),
     ({"targets": "monte_carlo", "n_step": 3}, "n_step must be 1"),
-    ({"session_baseline": "user"}, "session_baseline='user': allowed step, step_and_past_reward"),
+    ({"session_baseline": "user"}, "session_baseline='user': allowed auto, step, step_and_past_reward"),
     ({"targets": "monte_carlo", "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 1000}},
      "needs replay_buffer_config.type"),
 ])

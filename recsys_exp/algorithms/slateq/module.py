@@ -11,10 +11,12 @@
   session is left and on how engaged this user is, which the observation need not show (Long-Term
   Satisfaction's satisfaction is latent); h takes that part out of the regression residual, so the
   item values are fitted on what the item changes, not on the spread between users. Its inputs
-  (``model_config["session_baseline"]``): ``step``, h(t) of the step index t, or
-  ``step_and_past_reward``, h(t, r̄_t) with r̄_t the session's mean reward before t (from the replay
-  buffer; running-standardised). Both are known when step t's slate is chosen and neither depends on
-  it: h shifts every item and ⊥ of a step alike, so it never changes which slate is best, and acting
+  (``model_config["session_baseline"]``, :func:`resolve_session_baseline`): ``step``, h(t) of the step
+  index t, or ``step_and_past_reward``, h(t, r̄_t) with r̄_t the session's mean reward before t (from
+  the replay buffer; running-standardised), or ``auto``: h(t, r̄_t) when the observation has no user
+  features, h(t) when it has (where the user's state is observed, r̄_t slowed learning: tutorial env at
+  50k steps, myopic level instead of ~1188). Both are known when step t's slate is chosen and neither
+  depends on it: h shifts every item and ⊥ of a step alike, so it never changes which slate is best, and acting
   does not use it. The networks' outputs are also put in the
   returns' units, Q̄ = σ·net + μ with μ, σ the running mean and standard deviation of the regressed
   returns (target normalisation as in PopArt, van Hasselt et al. 2016, without its output-preserving
@@ -56,6 +58,18 @@ def merge_moments(mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor, ro
     var.copy_((var * count + batch_var * n + delta.pow(2) * count * n / total) / total)
     mean.add_(delta * n / total)
     count.copy_(total)
+
+
+def resolve_session_baseline(setting, user_dim: int) -> str | None:
+    """The inputs of the session baseline h: ``step`` (h(t)), ``step_and_past_reward`` (h(t, r̄_t)) or None
+    (no baseline, one-step targets). ``auto`` is ``step_and_past_reward`` when the observation has no user
+    features (``user_dim`` 0: the session's rewards so far are then the only sign of who the user is) and
+    ``step`` otherwise; True (checkpoints from before the setting) is ``step``."""
+    if setting is True:
+        return "step"
+    if setting == "auto":
+        return "step_and_past_reward" if user_dim == 0 else "step"
+    return setting or None
 
 
 def mlp(in_dim: int, hidden_sizes: list[int], activation: str, out_dim: int) -> nn.Sequential:
@@ -104,8 +118,7 @@ class SlateQModule(SlatePolicyModule, TargetNetworkAPI, QNetAPI):
         self.register_buffer("feature_mean", torch.zeros(u + d))
         self.register_buffer("feature_var", torch.ones(u + d))
         self.register_buffer("feature_count", torch.zeros(()))
-        # True: checkpoints from before the option had inputs (t)
-        self.baseline_inputs = "step" if mc.get("session_baseline") is True else mc.get("session_baseline")
+        self.baseline_inputs = resolve_session_baseline(mc.get("session_baseline"), u)
         if self.baseline_inputs:
             # h(t[, r̄_t]): the part of a Monte Carlo return explained by the step of the session (and the
             # session's mean reward so far) alone (.learner).

@@ -10,7 +10,8 @@ Settings beyond DQN's: ``slate_optimizer`` (auto | exact | top_k | greedy, :mod:
 (1- or n-step Q-learning targets) or ``monte_carlo`` (each replayed step's return to the end of its
 session, bootstrapped only where the session is still running: :mod:`.replay`), and with Monte Carlo
 targets ``session_baseline``: the inputs of the baseline h the learner subtracts from every return,
-``step`` (h(t)) or ``step_and_past_reward`` (h(t, r̄_t), r̄_t the session's mean reward before t: :mod:`.module`).
+``step`` (h(t)), ``step_and_past_reward`` (h(t, r̄_t), r̄_t the session's mean reward before t) or ``auto``
+(h(t, r̄_t) when the observation has no user features, else h(t): :func:`.module.resolve_session_baseline`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from recsys_exp.algorithms.slateq.slate_value import MAX_EXACT_SLATES, OPTIMIZER
 from recsys_exp.algorithms.slates import num_ordered_slates
 
 TARGETS = ("td", "monte_carlo")
-SESSION_BASELINES = ("step", "step_and_past_reward")  # the inputs of h with Monte Carlo targets (.module)
+SESSION_BASELINES = ("auto", "step", "step_and_past_reward")  # the inputs of h with Monte Carlo targets (.module)
 
 
 def replay_buffer_class(buffer_type, error: bool = False):
