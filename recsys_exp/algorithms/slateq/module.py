@@ -16,11 +16,11 @@
   the replay buffer; running-standardised), or ``auto``: h(t, r̄_t) when the observation has no user
   features, h(t) when it has (where the user's state is observed, r̄_t slowed learning: tutorial env at
   50k steps, myopic level instead of ~1188). Both are known when step t's slate is chosen and neither
-  depends on it: h shifts every item and ⊥ of a step alike, so it never changes which slate is best, and acting
-  does not use it. The networks' outputs are also put in the
-  returns' units, Q̄ = σ·net + μ with μ, σ the running mean and standard deviation of the regressed
-  returns (target normalisation as in PopArt, van Hasselt et al. 2016, without its output-preserving
-  step: Monte Carlo targets do not chase the network). Adam moves a weight by about ``lr`` per update
+  depends on it: h shifts every item and ⊥ of a step alike, so it never changes which slate is best,
+  and acting does not use it. The networks' outputs are also put in the returns' units, Q̄ = σ·net + μ
+  with μ, σ the running mean and standard deviation of the regressed returns (target normalisation as
+  in PopArt, van Hasselt et al. 2016, without its output-preserving step: Monte Carlo targets do not
+  chase the network). Adam moves a weight by about ``lr`` per update
   whatever the loss's scale, so an unscaled network needs thousands of updates to reach returns of
   ~1000 (Long-Term Satisfaction) and ranks items by noise until then; σ and μ change no slate's rank.
 * Choice model (:class:`ChoiceModel`): multinomial logit with item logits

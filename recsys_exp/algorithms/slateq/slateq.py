@@ -68,7 +68,7 @@ class SlateQConfig(DQNConfig):
         self.choice_lr = 1e-2
         self.clipped_double_q = False
         self.targets = "td"
-        self.session_baseline = "step"
+        self.session_baseline = "auto"
         self.lr = 1e-3
         self.gamma = 0.99
         self.double_q = True
